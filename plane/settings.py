@@ -1,0 +1,135 @@
+"""Settings for every part of the plane, read from ``MESH_*`` environment variables.
+
+One class, so that a pod, the CLI and the UIs agree on names and defaults. Sizes
+accept human units (``256MiB``, ``1.5GB``) as well as plain byte counts.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+from typing import Annotated
+
+import platformdirs
+from pydantic import BeforeValidator, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["MeshSettings", "parse_size", "format_size", "default_state_dir"]
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+    "ki": 1024,
+    "mi": 1024**2,
+    "gi": 1024**3,
+}
+
+
+def parse_size(value: str | int | float) -> int:
+    """Parse ``"256MiB"``, ``"1.5G"``, ``"1048576"`` (or an int) into bytes."""
+    if isinstance(value, bool):
+        raise ValueError("size must be a number of bytes or a string such as 256MiB")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("size must not be negative")
+        return int(value)
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", str(value))
+    if not match or match.group(2).lower() not in _UNITS:
+        raise ValueError(f"cannot read size {value!r}: use bytes or a unit such as 256MiB, 2GiB, 500MB")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def format_size(num: int | float | None) -> str:
+    """Bytes as a short human string (binary units)."""
+    if num is None:
+        return "-"
+    n = float(num)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+
+def default_state_dir() -> pathlib.Path:
+    """Where the embedded plane keeps etcd data, pod logs and the pid file."""
+    return pathlib.Path(platformdirs.user_state_dir("mesh-plane"))
+
+
+class MeshSettings(BaseSettings):
+    """All knobs of the plane. Environment: ``MESH_<FIELD>`` (case-insensitive)."""
+
+    model_config = SettingsConfigDict(env_prefix="MESH_", extra="ignore", populate_by_name=True)
+
+    etcd: str = Field(
+        default="",
+        description="etcd endpoint(s), 'host:port[,host:port]'. Empty: the embedded plane in state_dir.",
+    )
+    etcd_prefix: str = Field(default="mesh", description="Root key prefix of every registry table.")
+    etcd_username: str | None = Field(default=None, description="etcd user (with etcd_password).")
+    etcd_password: str | None = Field(default=None, description="etcd password.")
+    state_dir: pathlib.Path = Field(
+        default_factory=default_state_dir, description="Embedded mode: etcd data, logs, pid file."
+    )
+    host: str = Field(default="127.0.0.1", description="Address pods bind and advertise.")
+    advertise_host: str | None = Field(
+        default=None, description="Address peers use to reach this pod (default: host)."
+    )
+    grpc_port: int = Field(default=8033, description="Inference + management port of the first pod.")
+    pod_id: str | None = Field(default=None, description="This pod's id (default: hostname-port).")
+    capacity: Size = Field(default=256 * 1024**2, description="Model cache capacity per pod, bytes.")
+    size_multiplier: float = Field(
+        default=2.0, description="Predicted memory of a model before load = file size x this."
+    )
+    load_timeout_s: float = Field(default=90.0, description="A load that takes longer fails.")
+    max_concurrent_loads: int = Field(default=1, description="Loads in progress at once per pod.")
+    max_message_bytes: Size = Field(
+        default=64 * 1024**2, description="Largest gRPC message a pod accepts or sends."
+    )
+    lease_ttl_s: int = Field(default=5, description="TTL of a pod's instance lease in etcd.")
+    usage_flush_s: float = Field(default=2.0, description="How often last-used times reach etcd.")
+    events_max: int = Field(default=5000, description="Events kept in the registry's event log.")
+    disk_cache_dir: pathlib.Path | None = Field(
+        default=None, description="Local copies of pulled model files (default: state_dir/disk-cache)."
+    )
+    disk_cache_bytes: Size = Field(default=2 * 1024**3, description="Bound of the local disk cache.")
+    max_load_failures: int = Field(default=3, description="Load attempts on different pods before giving up.")
+    failure_expiry_s: float = Field(default=900.0, description="A recorded load failure is forgotten after.")
+    route_retries: int = Field(default=3, description="Retries of a request after a stale copy.")
+    intra_threads: int = Field(default=1, description="onnxruntime intra-op threads per session.")
+
+    def etcd_endpoints(self) -> list[tuple[str, int]]:
+        """Parsed ``etcd`` endpoints; empty list means 'use the embedded plane'."""
+        out: list[tuple[str, int]] = []
+        for part in filter(None, (p.strip() for p in self.etcd.split(","))):
+            part = re.sub(r"^https?://", "", part)
+            host, _, port = part.rpartition(":")
+            if not host:
+                host, port = part, "2379"
+            out.append((host, int(port)))
+        return out
+
+    def resolved_disk_cache_dir(self) -> pathlib.Path:
+        return self.disk_cache_dir or (self.state_dir / "disk-cache")
+
+    def child_env(self) -> dict[str, str]:
+        """These settings as MESH_* variables, for processes started by this one."""
+        env = dict(os.environ)
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            env[f"MESH_{name.upper()}"] = str(value)
+        return env
