@@ -102,9 +102,14 @@ class ModelRecord:
     min_copies: int = 0
     max_copies: int = 0  # 0 = no cap
     rpm: float = 0.0
+    # tensor metadata learned at first load: {"inputs": [[name, datatype, shape]], "outputs": [...]}
+    io: dict[str, list] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         return json.dumps(dataclasses.asdict(self), separators=(",", ":")).encode()
+
+    def live_failures(self, now: int, expiry_ms: int) -> dict[str, FailureInfo]:
+        return {p: f for p, f in self.failed.items() if now - f.time_ms < expiry_ms}
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> ModelRecord:

@@ -89,6 +89,7 @@ class MeshSettings(BaseSettings):
         default=None, description="Address peers use to reach this pod (default: host)."
     )
     grpc_port: int = Field(default=8033, description="Inference + management port of the first pod.")
+    metrics_port: int = Field(default=2112, description="Prometheus metrics port of a pod (0: off).")
     pod_id: str | None = Field(default=None, description="This pod's id (default: hostname-port).")
     capacity: Size = Field(default=256 * 1024**2, description="Model cache capacity per pod, bytes.")
     size_multiplier: float = Field(

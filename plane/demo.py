@@ -1,0 +1,232 @@
+"""Real, small demo ONNX models trained on scikit-learn's bundled datasets.
+
+Nothing is downloaded: ``digits``, ``iris``, ``wine`` and ``breast_cancer`` ship with
+scikit-learn. Models are trained with a handful of estimator kinds and converted with
+skl2onnx. Classifiers are converted with ``zipmap`` disabled so that every output is a plain
+tensor (``label``: INT64 ``[N]``, ``probabilities``: FP32 ``[N, n_classes]``); regressors
+output ``variable``: FP32 ``[N, 1]``. Every model takes one input ``input``: FP32
+``[N, n_features]``.
+
+Helpers for benchmarks and cache tests: :func:`make_medium_model` (a random forest of a few
+MB), :func:`make_tiny_model` (``y = x * 2 + 1`` built with ``onnx.helper``) and
+:func:`make_corrupt_model` (bytes that are not an ONNX model).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import pathlib
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+__all__ = [
+    "DATASETS",
+    "ESTIMATORS",
+    "DemoModel",
+    "generate_models",
+    "make_corrupt_model",
+    "make_medium_model",
+    "make_tiny_model",
+    "sample_input",
+]
+
+#: Bundled scikit-learn datasets used for demo models.
+DATASETS: tuple[str, ...] = ("digits", "iris", "wine", "breast_cancer")
+
+#: Estimator kinds, cycled over by :func:`generate_models`.
+ESTIMATORS: tuple[str, ...] = ("logreg", "tree", "forest", "gnb", "mlp", "ridge", "treereg")
+
+_REGRESSORS = {"ridge", "treereg"}
+
+INPUT_NAME = "input"
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class DemoModel:
+    """One generated model; ``path`` is relative to the output directory."""
+
+    model_id: str
+    path: str
+    dataset: str
+    estimator: str
+    n_features: int
+    file_size: int
+
+
+@functools.cache
+def _load(dataset: str) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn import datasets as skd
+
+    loaders = {
+        "digits": skd.load_digits,
+        "iris": skd.load_iris,
+        "wine": skd.load_wine,
+        "breast_cancer": skd.load_breast_cancer,
+    }
+    try:
+        loader = loaders[dataset]
+    except KeyError:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}") from None
+    bunch = loader()
+    x = np.ascontiguousarray(bunch.data, dtype=np.float32)
+    y = np.asarray(bunch.target)
+    if dataset in ("wine", "breast_cancer"):
+        # Standardise features with very different scales so the linear models converge fast.
+        # The scaling is part of the data (sample_input returns the same scaled rows).
+        x = ((x - x.mean(axis=0)) / (x.std(axis=0) + 1e-6)).astype(np.float32)
+    elif dataset == "digits":
+        x = (x / np.float32(16.0)).astype(np.float32)
+    x.setflags(write=False)
+    return x, y
+
+
+def sample_input(dataset: str, n_rows: int = 1) -> np.ndarray:
+    """``n_rows`` float32 feature rows of ``dataset`` (wrapping around), shape ``[n_rows, n_features]``."""
+    if n_rows < 0:
+        raise ValueError("n_rows must be >= 0")
+    x, _ = _load(dataset)
+    return np.ascontiguousarray(x[np.arange(n_rows) % x.shape[0]])
+
+
+def _make_estimator(kind: str, variant: int, seed: int):
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.naive_bayes import GaussianNB
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+
+    rs = seed * 1000 + variant
+    if kind == "logreg":
+        return LogisticRegression(C=(0.1, 0.5, 1.0, 5.0)[variant % 4], max_iter=200)
+    if kind == "tree":
+        return DecisionTreeClassifier(max_depth=3 + variant % 6, random_state=rs)
+    if kind == "forest":
+        return RandomForestClassifier(
+            n_estimators=3 + variant % 5, max_depth=4 + variant % 4, random_state=rs, n_jobs=1
+        )
+    if kind == "gnb":
+        return GaussianNB(var_smoothing=10.0 ** -(5 + variant % 6))
+    if kind == "mlp":
+        return MLPClassifier(
+            hidden_layer_sizes=(8 + 4 * (variant % 4),), max_iter=60, random_state=rs, tol=1e-3
+        )
+    if kind == "ridge":
+        return Ridge(alpha=(0.1, 1.0, 10.0)[variant % 3])
+    if kind == "treereg":
+        return DecisionTreeRegressor(max_depth=3 + variant % 5, random_state=rs)
+    raise ValueError(f"unknown estimator kind {kind!r}; choose one of {', '.join(ESTIMATORS)}")
+
+
+def _to_onnx(model, n_features: int, name: str) -> bytes:
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+
+    options = {id(model): {"zipmap": False}} if hasattr(model, "classes_") else None
+    onx = convert_sklearn(
+        model,
+        initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],
+        options=options,
+        name=name,  # skl2onnx would otherwise use a random graph name
+    )
+    return onx.SerializeToString()
+
+
+def _train(dataset: str, kind: str, variant: int, seed: int):
+    from sklearn.exceptions import ConvergenceWarning
+
+    x, y = _load(dataset)
+    # A different random ~85% subsample per model, so that every file differs.
+    rng = np.random.default_rng([seed, variant])
+    rows = rng.random(x.shape[0]) < 0.85
+    est = _make_estimator(kind, variant, seed)
+    target = y[rows].astype(np.float32) if kind in _REGRESSORS else y[rows]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(x[rows], target)
+    return est
+
+
+def _write(path: pathlib.Path, data: bytes) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return len(data)
+
+
+def generate_models(
+    out_dir: pathlib.Path,
+    n: int,
+    *,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[DemoModel]:
+    """Train and write ``n`` demo models to ``out_dir/<model_id>/model.onnx`` plus ``manifest.json``.
+
+    Model ``i`` uses dataset ``DATASETS[i % 4]`` and estimator ``ESTIMATORS[i % 7]`` (so all
+    28 combinations appear within 28 models), with hyperparameters and a row subsample that
+    depend on ``i`` and ``seed``. Ids look like ``demo-digits-logreg-0000``. ``progress`` is
+    called as ``progress(done, n)`` after each model.
+    """
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    models: list[DemoModel] = []
+    for i in range(n):
+        dataset = DATASETS[i % len(DATASETS)]
+        kind = ESTIMATORS[i % len(ESTIMATORS)]
+        model_id = f"demo-{dataset.replace('_', '-')}-{kind}-{i:04d}"
+        rel = f"{model_id}/model.onnx"
+        est = _train(dataset, kind, i, seed)
+        n_features = _load(dataset)[0].shape[1]
+        size = _write(out_dir / rel, _to_onnx(est, n_features, model_id))
+        models.append(DemoModel(model_id, rel, dataset, kind, n_features, size))
+        if progress is not None:
+            progress(i + 1, n)
+    manifest = {"seed": seed, "count": n, "models": [asdict(m) for m in models]}
+    _write(out_dir / MANIFEST, json.dumps(manifest, indent=2).encode())
+    return models
+
+
+def make_medium_model(path: pathlib.Path, *, n_estimators: int = 100, seed: int = 0) -> int:
+    """Write a random forest (``n_estimators`` trees) on digits, a few MB; returns its size in bytes.
+
+    Input ``input`` FP32 ``[N, 64]``; outputs ``label`` INT64 ``[N]``, ``probabilities`` FP32 ``[N, 10]``.
+    """
+    from sklearn.ensemble import RandomForestClassifier
+
+    x, y = _load("digits")
+    est = RandomForestClassifier(n_estimators=n_estimators, random_state=seed, n_jobs=1).fit(x, y)
+    return _write(pathlib.Path(path), _to_onnx(est, x.shape[1], "demo-medium-forest"))
+
+
+def make_tiny_model(path: pathlib.Path) -> int:
+    """Write ``y = x * 2 + 1`` (input ``x`` FP32 ``[N, 4]``, output ``y``); returns its size in bytes."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])
+    two = helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])
+    one = helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "two"], ["x2"]), helper.make_node("Add", ["x2", "one"], ["y"])],
+        "tiny",
+        [x],
+        [y],
+        [two, one],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="mesh-plane-demo"
+    )
+    model.ir_version = 8  # readable by any onnxruntime >= 1.10
+    return _write(pathlib.Path(path), model.SerializeToString())
+
+
+def make_corrupt_model(path: pathlib.Path) -> int:
+    """Write bytes that are not a valid ONNX model; returns the size in bytes."""
+    data = b"this is not an ONNX model\x00\xff\xfe" + bytes(range(256)) * 4
+    return _write(pathlib.Path(path), data)

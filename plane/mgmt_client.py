@@ -1,0 +1,58 @@
+"""A small synchronous client of the pods' ModelMesh management API.
+
+Used by :class:`plane.api.PlaneClient` for operations that need a pod to act (loading, vmodel
+transitions). It tries the given pod endpoints in turn until one answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from plane.proto import mmesh_pb2 as mpb
+from plane.proto import mmesh_pb2_grpc as mgrpc
+
+__all__ = ["ensure_loaded", "set_vmodel", "ManagementError", "status_name"]
+
+T = TypeVar("T")
+
+
+class ManagementError(RuntimeError):
+    """A pod refused or failed the operation; the message is the pod's."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def status_name(value: int) -> str:
+    return mpb.ModelStatusInfo.ModelStatus.Name(value)
+
+
+def _call(endpoints: list[str], fn: Callable[[mgrpc.ModelMeshStub], T]) -> T:
+    last: grpc.RpcError | None = None
+    for endpoint in endpoints:
+        with grpc.insecure_channel(endpoint) as ch:
+            try:
+                return fn(mgrpc.ModelMeshStub(ch))
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.UNAVAILABLE and "connect" in (exc.details() or "").lower():
+                    last = exc
+                    continue  # that pod is gone: ask the next one
+                raise ManagementError(exc.code(), exc.details() or exc.code().name) from None
+    assert last is not None
+    raise ManagementError(last.code(), f"no pod answered: {last.details()}")
+
+
+def ensure_loaded(endpoints: list[str], model_id: str, *, sync: bool, timeout: float) -> Any:
+    req = mpb.EnsureLoadedRequest(modelId=model_id, sync=sync)
+    return _call(endpoints, lambda stub: stub.ensureLoaded(req, timeout=timeout))
+
+
+def set_vmodel(endpoints: list[str], vmodel_id: str, target: str, *, auto_delete: bool, owner: str, sync: bool,
+               timeout: float) -> Any:
+    req = mpb.SetVModelRequest(vModelId=vmodel_id, targetModelId=target, autoDeleteTargetModel=auto_delete,
+                               owner=owner, sync=sync)
+    return _call(endpoints, lambda stub: stub.setVModel(req, timeout=timeout))

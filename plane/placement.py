@@ -1,0 +1,83 @@
+"""Choosing pods: where to load a model, which loaded copy serves a request.
+
+Pure functions over plain records (a registry snapshot), so they are unit-tested and can be
+replayed against a trace without servers. The order of preference follows ModelMesh:
+not shutting down, not full, (when all are full) the oldest least-recently-used copy,
+fewer models, more free space, idle loading slots — then random among near-equals.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Mapping
+
+from plane.registry import InstanceRecord
+
+__all__ = ["choose_pod_for_load", "choose_copy", "rank_pods_for_load", "NEAR_EQUAL_FREE_FRACTION"]
+
+# Pods whose free space differs by less than this fraction of capacity count as equal,
+# so that load spreads randomly instead of always landing on one pod.
+NEAR_EQUAL_FREE_FRACTION = 0.05
+
+
+def _sort_key(pod: InstanceRecord, size: int) -> tuple:
+    fits = pod.free >= size
+    loading_full = pod.loading >= max(1, pod.max_loads)
+    bucket = int(pod.free / max(1, pod.capacity) / NEAR_EQUAL_FREE_FRACTION)
+    return (
+        pod.shutting_down,
+        loading_full,  # never wait on a pod that is loading at its limit when another can load
+        not fits,
+        # among full pods: the one whose least recently used copy is oldest evicts least value
+        (pod.lru_ms or 0) if not fits else 0,
+        -bucket if fits else 0,
+        pod.count,
+    )
+
+
+def rank_pods_for_load(
+    pods: Iterable[InstanceRecord],
+    *,
+    size: int,
+    exclude: Iterable[str] = (),
+    rng: random.Random | None = None,
+) -> list[InstanceRecord]:
+    """Candidate pods, best first. Ties (same key) are shuffled."""
+    rng = rng or random
+    excluded = set(exclude)
+    candidates = [p for p in pods if p.pod_id not in excluded]
+    rng.shuffle(candidates)
+    candidates.sort(key=lambda p: _sort_key(p, size))  # stable: shuffled order breaks ties
+    return candidates
+
+
+def choose_pod_for_load(
+    pods: Iterable[InstanceRecord],
+    *,
+    size: int,
+    exclude: Iterable[str] = (),
+    rng: random.Random | None = None,
+) -> InstanceRecord | None:
+    """The pod that should load a model of ``size`` predicted bytes, or None if none can."""
+    ranked = rank_pods_for_load(pods, size=size, exclude=exclude, rng=rng)
+    ranked = [p for p in ranked if not p.shutting_down and p.capacity >= size]
+    return ranked[0] if ranked else None
+
+
+def choose_copy(
+    holders: Iterable[str],
+    in_flight: Mapping[str, int],
+    *,
+    prefer: str | None = None,
+    rng: random.Random | None = None,
+) -> str | None:
+    """The pod (among those holding a loaded copy) that serves a request: ``prefer`` (this pod)
+    when it holds one, else the fewest requests in flight, random among equals."""
+    holders = list(holders)
+    if not holders:
+        return None
+    if prefer is not None and prefer in holders:
+        return prefer
+    rng = rng or random
+    rng.shuffle(holders)
+    return min(holders, key=lambda p: in_flight.get(p, 0))

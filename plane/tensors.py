@@ -1,0 +1,436 @@
+"""KServe V2 tensor decoding and encoding for ``ModelInferRequest`` / ``ModelInferResponse``.
+
+This module sits on every inference request, so it is written for low per-call overhead:
+numeric raw tensors are turned into arrays with :func:`numpy.frombuffer` (no copy on
+little-endian hosts), typed contents are converted with one ``numpy.array`` call, and only
+``BYTES`` tensors are walked element by element.
+
+Wire facts (see SPEC.md section 1):
+
+* A request carries its input data either entirely in ``raw_input_contents`` (one blob per
+  input, in input order, little-endian, row-major) or entirely in each input's typed
+  ``contents`` field. Mixing the two is an error.
+* ``BYTES`` elements in raw form are each prefixed by a 4-byte little-endian length.
+* Typed fields: ``bool_contents`` (BOOL), ``int_contents`` (INT8/INT16/INT32),
+  ``uint_contents`` (UINT8/UINT16/UINT32), ``int64_contents``, ``uint64_contents``,
+  ``fp32_contents``, ``fp64_contents``, ``bytes_contents``. FP16 has no typed field.
+* Responses are always written to ``raw_output_contents`` (tritonclient cannot read typed
+  output contents).
+
+Every validation failure raises :class:`TensorError`, a ``ValueError`` whose message names the
+offending input and is meant to be returned to the client as ``INVALID_ARGUMENT``.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "DATATYPES",
+    "TensorError",
+    "TensorSpec",
+    "datatype_of",
+    "decode_inputs",
+    "encode_outputs",
+    "onnx_type_to_datatype",
+    "specs_from_ort",
+]
+
+
+class TensorError(ValueError):
+    """An invalid tensor in a request or response; the message is safe to show to a client."""
+
+
+#: V2 datatype string -> numpy dtype (native byte order). BYTES maps to ``object``.
+DATATYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+    "BYTES": np.dtype(object),
+}
+
+# Little-endian wire dtypes for the fixed-size datatypes.
+_WIRE_DTYPES: dict[str, np.dtype] = {
+    name: dt.newbyteorder("<") for name, dt in DATATYPES.items() if name not in ("BYTES", "BOOL")
+}
+_WIRE_DTYPES["BOOL"] = np.dtype(np.uint8)
+
+# Typed-contents field that carries each datatype (FP16 has none).
+_CONTENT_FIELD: dict[str, str] = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "INT64": "int64_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+
+# Datatypes whose typed field is wider than the datatype: values need a range check.
+_NARROW = {"INT8", "INT16", "UINT8", "UINT16"}
+
+_ONNX_TYPES: dict[str, str] = {
+    "tensor(bool)": "BOOL",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64",
+    "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16",
+    "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64",
+    "tensor(float16)": "FP16",
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+    "tensor(string)": "BYTES",
+}
+
+# numpy dtype kind+itemsize -> V2 datatype, for datatype_of.
+_DTYPE_TO_DATATYPE: dict[tuple[str, int], str] = {
+    ("b", 1): "BOOL",
+    ("u", 1): "UINT8",
+    ("u", 2): "UINT16",
+    ("u", 4): "UINT32",
+    ("u", 8): "UINT64",
+    ("i", 1): "INT8",
+    ("i", 2): "INT16",
+    ("i", 4): "INT32",
+    ("i", 8): "INT64",
+    ("f", 2): "FP16",
+    ("f", 4): "FP32",
+    ("f", 8): "FP64",
+}
+
+_LITTLE = sys.byteorder == "little"
+_LEN = struct.Struct("<I")
+_MAX_NAMES_SHOWN = 20
+_MAX_RANK = 32
+
+
+@dataclass
+class TensorSpec:
+    """A model's declared input or output: V2 datatype and shape (-1 marks a dynamic dim)."""
+
+    name: str
+    datatype: str
+    shape: list[int] = field(default_factory=list)
+
+
+def onnx_type_to_datatype(onnx_type: str) -> str:
+    """Map an onnxruntime type string such as ``"tensor(float)"`` to a V2 datatype (``"FP32"``)."""
+    try:
+        return _ONNX_TYPES[onnx_type]
+    except KeyError:
+        raise TensorError(f"ONNX type {onnx_type!r} has no KServe V2 datatype") from None
+
+
+def specs_from_ort(node_args) -> dict[str, TensorSpec]:
+    """TensorSpecs from onnxruntime ``NodeArg``s (``session.get_inputs()`` / ``get_outputs()``).
+
+    Symbolic or unknown dims (``None`` or a name such as ``"batch"``) become -1.
+    """
+    return {
+        arg.name: TensorSpec(
+            arg.name,
+            onnx_type_to_datatype(arg.type),
+            [d if isinstance(d, int) and d >= 0 else -1 for d in (arg.shape or [])],
+        )
+        for arg in node_args
+    }
+
+
+def datatype_of(array) -> str:
+    """The V2 datatype of a numpy array (str/bytes/object arrays are ``BYTES``)."""
+    dtype = getattr(array, "dtype", None)
+    if not isinstance(dtype, np.dtype):
+        raise TensorError(f"expected a numpy array, got {type(array).__name__}")
+    kind = dtype.kind
+    if kind in "OSU":
+        return "BYTES"
+    try:
+        return _DTYPE_TO_DATATYPE[(kind, dtype.itemsize)]
+    except KeyError:
+        raise TensorError(f"numpy dtype {dtype} has no KServe V2 datatype") from None
+
+
+def _names(names) -> str:
+    names = sorted(names)
+    shown = ", ".join(repr(n) for n in names[:_MAX_NAMES_SHOWN])
+    if len(names) > _MAX_NAMES_SHOWN:
+        shown += f", ... ({len(names)} in all)"
+    return shown or "none"
+
+
+def _element_count(name: str, shape, max_elements: int) -> int:
+    if len(shape) > _MAX_RANK:
+        raise TensorError(f"input {name!r}: rank {len(shape)} exceeds the limit of {_MAX_RANK}")
+    count = 1
+    extent = 1  # product of the non-zero dims, bounded so that reshape can never overflow
+    for dim in shape:
+        if dim < 0:
+            raise TensorError(f"input {name!r}: shape {list(shape)} has a negative dimension")
+        count *= dim
+        if dim:
+            extent *= dim
+        if extent > max_elements:
+            raise TensorError(
+                f"input {name!r}: shape {list(shape)} exceeds the limit of {max_elements} elements"
+            )
+    return count
+
+
+def _decode_bytes_raw(name: str, blob: bytes, count: int, utf8: bool) -> np.ndarray:
+    out = np.empty(count, dtype=object)
+    view = memoryview(blob)
+    end = len(blob)
+    pos = 0
+    unpack = _LEN.unpack_from
+    for i in range(count):
+        if pos + 4 > end:
+            raise TensorError(
+                f"input {name!r}: BYTES element {i} has a truncated length prefix "
+                f"(expected {count} elements, data ends at byte {end})"
+            )
+        (length,) = unpack(view, pos)
+        pos += 4
+        if pos + length > end:
+            raise TensorError(
+                f"input {name!r}: BYTES element {i} declares {length} bytes but only {end - pos} remain"
+            )
+        out[i] = bytes(view[pos : pos + length])
+        pos += length
+    if pos != end:
+        raise TensorError(
+            f"input {name!r}: {end - pos} trailing bytes after {count} BYTES elements "
+            "(element count does not match the shape)"
+        )
+    if utf8:
+        _to_str(name, out)
+    return out
+
+
+def _to_str(name: str, out: np.ndarray) -> None:
+    try:
+        for i in range(out.shape[0]):
+            out[i] = out[i].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TensorError(f"input {name!r}: BYTES element {i} is not valid UTF-8 ({exc.reason})") from None
+
+
+def _decode_raw(name: str, datatype: str, blob: bytes, count: int, utf8: bool) -> np.ndarray:
+    if datatype == "BYTES":
+        return _decode_bytes_raw(name, blob, count, utf8)
+    wire = _WIRE_DTYPES[datatype]
+    expected = count * wire.itemsize
+    if len(blob) != expected:
+        raise TensorError(
+            f"input {name!r}: raw data has {len(blob)} bytes, expected {expected} "
+            f"({count} x {datatype} of {wire.itemsize} bytes)"
+        )
+    arr = np.frombuffer(blob, dtype=wire)
+    if datatype == "BOOL":
+        return arr != 0
+    if not _LITTLE and wire.itemsize > 1:
+        return arr.astype(DATATYPES[datatype])
+    if not arr.flags.aligned:
+        return arr.copy()
+    return arr
+
+
+def _decode_typed(name: str, datatype: str, contents, count: int, utf8: bool) -> np.ndarray:
+    wanted = _CONTENT_FIELD.get(datatype)
+    if wanted is None:
+        raise TensorError(f"input {name!r}: {datatype} data can only be sent in raw_input_contents")
+    present = [fd.name for fd, _ in contents.ListFields()]
+    if present and present != [wanted]:
+        wrong = [p for p in present if p != wanted]
+        raise TensorError(
+            f"input {name!r}: datatype {datatype} must use contents.{wanted}, "
+            f"got {', '.join('contents.' + w for w in wrong)}"
+        )
+    values = getattr(contents, wanted)
+    n = len(values)
+    if n != count:
+        raise TensorError(f"input {name!r}: contents.{wanted} has {n} values, the shape needs {count}")
+    if datatype == "BYTES":
+        out = np.empty(count, dtype=object)
+        if count:
+            out[:] = list(values)
+            if utf8:
+                _to_str(name, out)
+        return out
+    dtype = DATATYPES[datatype]
+    if datatype in _NARROW:
+        wide = np.array(values, dtype=np.int64 if datatype.startswith("INT") else np.uint64)
+        if n:
+            info = np.iinfo(dtype)
+            lo, hi = wide.min(), wide.max()
+            if lo < info.min or hi > info.max:
+                raise TensorError(
+                    f"input {name!r}: value out of range for {datatype} "
+                    f"([{info.min}, {info.max}], got {lo if lo < info.min else hi})"
+                )
+        return wide.astype(dtype)
+    return np.array(values, dtype=dtype)
+
+
+def _check_spec(name: str, datatype: str, shape, spec: TensorSpec) -> None:
+    if spec.datatype != datatype:
+        raise TensorError(f"input {name!r}: datatype {datatype} does not match the model's {spec.datatype}")
+    if len(shape) != len(spec.shape):
+        raise TensorError(
+            f"input {name!r}: shape {list(shape)} has rank {len(shape)}, "
+            f"the model expects rank {len(spec.shape)} {list(spec.shape)}"
+        )
+    for i, (got, want) in enumerate(zip(shape, spec.shape, strict=True)):
+        if want is not None and want >= 0 and got != want:
+            raise TensorError(
+                f"input {name!r}: dimension {i} is {got}, the model expects {want} "
+                f"(shape {list(spec.shape)}, -1 = any)"
+            )
+
+
+def decode_inputs(
+    request,
+    specs: Mapping[str, TensorSpec] | None = None,
+    *,
+    max_elements: int = 1 << 28,
+    utf8: bool = True,
+) -> dict[str, np.ndarray]:
+    """Decode a ``ModelInferRequest``'s inputs into native-endian, C-contiguous numpy arrays.
+
+    ``specs`` (input name -> :class:`TensorSpec`), when given, is the model's input signature:
+    unknown or missing inputs, datatype mismatches and shape mismatches against non-dynamic
+    dims are rejected. ``max_elements`` bounds the element count of any single input.
+
+    BYTES inputs become 1-D-then-reshaped object arrays; with ``utf8`` (the default) their
+    elements are decoded to ``str`` (onnxruntime's ``tensor(string)`` needs ``str``; it would
+    turn ``bytes`` objects into their repr), otherwise they stay ``bytes``.
+
+    Numeric arrays decoded from raw data may be read-only views of the request buffer
+    (onnxruntime accepts read-only inputs). Raises :class:`TensorError` on any invalid input.
+    """
+    inputs = request.inputs
+    raw = request.raw_input_contents
+    n_inputs = len(inputs)
+    n_raw = len(raw)
+    use_raw = n_raw > 0
+    if use_raw and n_raw != n_inputs:
+        raise TensorError(f"raw_input_contents has {n_raw} entries but the request has {n_inputs} inputs")
+    result: dict[str, np.ndarray] = {}
+    for idx in range(n_inputs):
+        inp = inputs[idx]
+        name = inp.name
+        if not name:
+            raise TensorError(f"input #{idx} has no name")
+        if name in result:
+            raise TensorError(f"input {name!r} appears more than once")
+        datatype = inp.datatype
+        if datatype not in DATATYPES:
+            raise TensorError(
+                f"input {name!r}: unknown datatype {datatype!r} (expected one of {', '.join(DATATYPES)})"
+            )
+        shape = inp.shape
+        if specs is not None:
+            spec = specs.get(name)
+            if spec is None:
+                raise TensorError(f"unknown input {name!r}; the model expects {_names(specs)}")
+            _check_spec(name, datatype, shape, spec)
+        count = _element_count(name, shape, max_elements)
+        if use_raw:
+            if inp.HasField("contents") and inp.contents.ListFields():
+                raise TensorError(
+                    f"input {name!r}: has typed contents while the request uses raw_input_contents; "
+                    "send all inputs one way"
+                )
+            arr = _decode_raw(name, datatype, raw[idx], count, utf8)
+        else:
+            arr = _decode_typed(name, datatype, inp.contents, count, utf8)
+        result[name] = arr.reshape(tuple(shape))
+    if specs is not None and len(result) != len(specs):
+        missing = [n for n in specs if n not in result]
+        raise TensorError(f"missing input(s) {_names(missing)}; the model expects {_names(specs)}")
+    return result
+
+
+def _encode_bytes(name: str, arr: np.ndarray) -> bytes:
+    pack = _LEN.pack
+    parts: list[bytes] = []
+    append = parts.append
+    for item in arr.reshape(-1).tolist():
+        if isinstance(item, str):
+            item = item.encode("utf-8")
+        elif not isinstance(item, bytes | bytearray | memoryview):
+            raise TensorError(
+                f"output {name!r}: BYTES element of type {type(item).__name__} is not str or bytes"
+            )
+        append(pack(len(item)))
+        append(bytes(item))
+    return b"".join(parts)
+
+
+def encode_outputs(
+    response,
+    outputs: Mapping[str, np.ndarray],
+    requested: Sequence[str] | None = None,
+) -> None:
+    """Append ``outputs`` to a ``ModelInferResponse`` as raw tensors.
+
+    Each output gets an ``outputs`` entry (name, datatype, shape) and one
+    ``raw_output_contents`` blob (little-endian, row-major; BYTES with 4-byte length
+    prefixes, ``str`` encoded as UTF-8). Typed contents are never used. ``requested`` selects
+    and orders the outputs; ``None`` or empty means all, in the order of ``outputs``. A
+    requested name the model does not produce raises :class:`TensorError`.
+    """
+    if requested:
+        names = list(requested)
+        unknown = [n for n in names if n not in outputs]
+        if unknown:
+            raise TensorError(
+                f"requested output(s) {_names(unknown)} not produced by the model; "
+                f"available: {_names(outputs)}"
+            )
+        if len(set(names)) != len(names):
+            raise TensorError(f"requested outputs contain duplicates: {names}")
+    else:
+        names = list(outputs)
+    out_list = response.outputs
+    raw_list = response.raw_output_contents
+    for name in names:
+        arr = outputs[name]
+        if not isinstance(arr, np.ndarray):
+            if isinstance(arr, list | tuple) and arr and isinstance(arr[0], dict):
+                raise TensorError(
+                    f"output {name!r} is a sequence of maps, which KServe V2 cannot carry "
+                    "(convert classifiers with zipmap disabled)"
+                )
+            arr = np.asarray(arr)
+        datatype = datatype_of(arr)
+        if datatype == "BYTES":
+            data = _encode_bytes(name, arr)
+        else:
+            dtype = arr.dtype
+            if dtype.byteorder == ">" or (dtype.byteorder == "=" and not _LITTLE):
+                arr = arr.astype(dtype.newbyteorder("<"))
+            data = arr.tobytes()
+        out_list.add(name=name, datatype=datatype, shape=arr.shape)
+        raw_list.append(data)
