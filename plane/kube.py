@@ -361,7 +361,10 @@ def _pods_statefulset(
     if checksum:
         # A changed storage Secret rolls the pods, whose init container copies it to the registry.
         annotations[_STORAGE_CHECKSUM] = checksum
-    probe_env_note = ["mesh", "probe"]
+
+    def probe(what: str) -> list[str]:
+        return ["mesh", "probe", what, "--timeout", "3"]
+
     pod = {
         "name": "pod",
         "image": image,
@@ -384,19 +387,19 @@ def _pods_statefulset(
         # KServe V2 ServerLive/ServerReady are not grpc.health.v1, so kubelet's gRPC probe cannot
         # ask them; `mesh probe` does.
         "startupProbe": {
-            "exec": {"command": [*probe_env_note, "live"]},
+            "exec": {"command": probe("live")},
             "periodSeconds": 5,
             "timeoutSeconds": 5,
             "failureThreshold": 36,
         },
         "readinessProbe": {
-            "exec": {"command": [*probe_env_note, "ready"]},
+            "exec": {"command": probe("ready")},
             "periodSeconds": 10,
             "timeoutSeconds": 5,
             "failureThreshold": 3,
         },
         "livenessProbe": {
-            "exec": {"command": [*probe_env_note, "live"]},
+            "exec": {"command": probe("live")},
             "periodSeconds": 20,
             "timeoutSeconds": 5,
             "failureThreshold": 3,
@@ -620,6 +623,8 @@ def render_quickstart(
         "volumeMounts": [{"name": "data", "mountPath": "/data"}],
     }
     job_env = _plane_env_from()
+    # The Job has no state volume: keep anything written under the /tmp emptyDir.
+    job_env_vars = [{"name": "HOME", "value": "/tmp"}, {"name": "MESH_STATE_DIR", "value": "/tmp/mesh-state"}]
     job_mounts = [{"name": "models", "mountPath": "/models"}, {"name": "tmp", "mountPath": "/tmp"}]
     objects: list[dict[str, Any]] = [
         {
@@ -695,7 +700,10 @@ def render_quickstart(
                                 "name": "make-models",
                                 "image": image,
                                 "imagePullPolicy": "IfNotPresent",
-                                "command": ["mesh", "demo", "--models", str(models), "--out", "/models"],
+                                # --no-register: the publish step registers them against MinIO
+                                "command": ["mesh", "demo", "--models", str(models), "--out", "/models",
+                                            "--no-register"],
+                                "env": job_env_vars,
                                 "resources": {"requests": {"cpu": "200m", "memory": "256Mi"},
                                               "limits": {"memory": "1Gi"}},
                                 "securityContext": _container_security(),
@@ -711,6 +719,7 @@ def render_quickstart(
                                             "--storage-dir", STORAGE_MOUNT, "--key", "default",
                                             "--prefix", "demo"],
                                 "envFrom": job_env,
+                                "env": job_env_vars,
                                 "resources": {"requests": {"cpu": "100m", "memory": "256Mi"},
                                               "limits": {"memory": "512Mi"}},
                                 "securityContext": _container_security(),
@@ -1313,12 +1322,22 @@ def sync_storage_dir(directory: str | pathlib.Path, *, plane: Any | None = None)
     return sorted(docs)
 
 
+def _demo_model_ids(root: pathlib.Path) -> dict[str, str]:
+    """relative path -> model id, from the manifest ``mesh demo`` writes (empty without one)."""
+    try:
+        manifest = json.loads((root / "manifest.json").read_text())
+        return {m["path"]: m["model_id"] for m in manifest.get("models", [])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
 def publish_demo(directory: str | pathlib.Path, *, storage_dir: str | pathlib.Path, key: str = "default",
                  prefix: str = "demo", plane: Any | None = None) -> int:
     """Upload the ``*.onnx`` files under ``directory`` to storage ``key`` (S3) and register them.
 
-    Model ids are the file names without ``.onnx``; paths are ``prefix/<relative path>``.
-    Returns how many models are registered."""
+    Model ids come from the ``manifest.json`` that ``mesh demo`` writes; without one, from the
+    relative path (``a/b.onnx`` -> ``a.b``). Paths are ``prefix/<relative path>``. Returns how
+    many models are registered."""
     from plane.api import ModelSpec
     from plane.registry import StorageConfig
     from plane.storage import _s3_client
@@ -1348,9 +1367,11 @@ def publish_demo(directory: str | pathlib.Path, *, storage_dir: str | pathlib.Pa
         for f in files:
             rel = f.relative_to(root).as_posix()
             s3.upload_file(str(f), bucket, f"{prefix}/{rel}" if prefix else rel)
+    ids = _demo_model_ids(root)
     for f in files:
         rel = f.relative_to(root).as_posix()
-        specs.append(ModelSpec(model_id=f.stem, path=f"{prefix}/{rel}" if prefix else rel, storage_key=key))
+        model_id = ids.get(rel) or rel.removesuffix(".onnx").replace("/", ".")
+        specs.append(ModelSpec(model_id=model_id, path=f"{prefix}/{rel}" if prefix else rel, storage_key=key))
     own = plane is None
     plane = plane or _connect_with_retry()
     try:

@@ -35,6 +35,21 @@ def generate(out_dir: pathlib.Path = PROTO_DIR) -> list[pathlib.Path]:
         if rc != 0:
             raise RuntimeError(f"protoc failed on {proto} (exit {rc})")
         stem = proto.removesuffix(".proto")
+        # Register our descriptors in a private pool, not protobuf's process-wide default one:
+        # clients such as tritonclient register their own copy of the KServe "inference"
+        # package there, and two files defining one symbol cannot share a pool. The wire
+        # format (package, service and field names/numbers) is unaffected.
+        pb2_file = out_dir / f"{stem}_pb2.py"
+        text = pb2_file.read_text()
+        text = text.replace(
+            "_descriptor_pool.Default().AddSerializedFile(",
+            "_private_pool.POOL.AddSerializedFile(",
+        )
+        text = text.replace(
+            "from google.protobuf import descriptor_pool as _descriptor_pool\n",
+            "from google.protobuf import descriptor_pool as _descriptor_pool\nfrom . import _private_pool\n",
+        )
+        pb2_file.write_text(text)
         grpc_file = out_dir / f"{stem}_pb2_grpc.py"
         # protoc writes "import x_pb2 as ..." which only works with the folder on
         # sys.path; rewrite it to a relative import inside the plane.proto package.
