@@ -271,7 +271,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         existing = {c["key"] for c in client.list_storage()}
         if args.storage_key not in existing:
             client.set_storage(args.storage_key, "local", {"path": str(target)})
-            out.print(f"storage {args.storage_key!r}: local directory {target}")
+            (err if args.json else out).print(f"storage {args.storage_key!r}: local directory {target}")
         specs = [ModelSpec(m.model_id, m.path, args.storage_key) for m in models]
         created = client.register_models(specs, progress=lambda d, t: report("registering", d, t))
     if args.json:

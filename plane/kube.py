@@ -225,7 +225,7 @@ def _etcd_objects(namespace: str) -> list[dict[str, Any]]:
         "name": "etcd",
         "image": ETCD_IMAGE,
         "imagePullPolicy": "IfNotPresent",
-        "command": ["etcd"],
+        "command": ["/usr/local/bin/etcd"],
         "args": [
             "--name=$(POD_NAME)",
             "--data-dir=/var/run/etcd/data",
@@ -922,7 +922,7 @@ def _client(context: str | None, api_client: Any | None) -> Any:
                 pass
         where = f"context {context!r}" if context else "the current context"
         raise KubeError(
-            f"cannot load a Kubernetes configuration for {where}: {exc}. "
+            f"cannot load a Kubernetes configuration for {where}: {str(exc).rstrip('.')}. "
             "Check KUBECONFIG or ~/.kube/config, or name a context with --context"
         ) from exc
 
@@ -963,6 +963,23 @@ def _api_exception_types() -> tuple[type[BaseException], ...]:
     return (ApiException, HTTPError, OSError)
 
 
+def _apply_body(obj: dict[str, Any]) -> dict[str, Any]:
+    """The object as sent: a Secret's ``stringData`` becomes base64 ``data``.
+
+    ``stringData`` is write-only (the server folds it into ``data``), so with server-side apply a
+    key dropped from it would never be removed; owning ``data`` itself makes removals work."""
+    if obj.get("kind") != "Secret" or not obj.get("stringData"):
+        return obj
+    import base64
+
+    body = {k: v for k, v in obj.items() if k != "stringData"}
+    data = dict(obj.get("data") or {})
+    for key, value in obj["stringData"].items():
+        data[key] = base64.b64encode(str(value).encode()).decode()
+    body["data"] = data
+    return body
+
+
 def apply(
     objects: list[dict[str, Any]],
     *,
@@ -989,7 +1006,7 @@ def apply(
             name = obj["metadata"]["name"]
             kwargs: dict[str, Any] = {
                 # The client serialises a dict body as JSON, which is valid YAML for apply-patch+yaml.
-                "body": obj,
+                "body": _apply_body(obj),
                 "field_manager": FIELD_MANAGER,
                 "force": force,
                 "_content_type": "application/apply-patch+yaml",
@@ -1008,7 +1025,7 @@ def apply(
                 # ("Cannot prepare a request message") but send strings as they are.
                 if getattr(exc, "status", None) != 0:
                     raise
-                resp = call(*args, **{**kwargs, "body": json.dumps(obj)})
+                resp = call(*args, **{**kwargs, "body": json.dumps(kwargs["body"])})
             result.applied.append(AppliedObject(ref, created=getattr(resp, "status", 200) == 201))
         except KubeError as exc:
             result.errors.append(f"{ref}: {exc}")
@@ -1191,7 +1208,8 @@ def install(
 def _installed_objects(namespace: str) -> list[dict[str, Any]]:
     """Everything an install may have created in ``namespace`` (bundled etcd and quickstart included)."""
     objs = render_manifests(namespace=namespace, pods=1, storage_config={})
-    return objs + render_quickstart(namespace=namespace)
+    refs = {object_ref(o) for o in objs}
+    return objs + [o for o in render_quickstart(namespace=namespace) if object_ref(o) not in refs]
 
 
 def uninstall(
@@ -1213,16 +1231,11 @@ def uninstall(
     api_client = _client(context, api_client)
     errors_t = _api_exception_types()
     result = UninstallResult()
-    seen: set[str] = set()
-    objects = []
-    for obj in reversed(_installed_objects(namespace)):
-        ref = object_ref(obj)
-        if ref in seen or (obj["kind"] == "Namespace"):
-            continue
-        if obj["kind"] == "PersistentVolumeClaim" and not delete_data:
-            continue
-        seen.add(ref)
-        objects.append(obj)
+    # Reverse order: the pods go before etcd, so their drain on SIGTERM can still reach it.
+    objects = [
+        obj for obj in reversed(_installed_objects(namespace))
+        if obj["kind"] != "Namespace" and (delete_data or obj["kind"] != "PersistentVolumeClaim")
+    ]
     total = len(objects) + (1 if delete_data else 0)
     for i, obj in enumerate(objects):
         ref = object_ref(obj)
