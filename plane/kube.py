@@ -67,6 +67,9 @@ __all__ = [
     "wait_for_rollout",
     "uninstall",
     "object_ref",
+    "sync_storage_dir",
+    "publish_demo",
+    "write_manifests",
 ]
 
 Progress = Callable[[str, int, int], None]
@@ -1031,6 +1034,11 @@ def apply(
             result.errors.append(f"{ref}: {exc}")
         except errors_t as exc:
             result.errors.append(f"{ref}: {_describe_api_error(exc)}")
+            if getattr(exc, "status", None) is None:
+                # No answer at all: the next objects would only wait for the same timeout.
+                if i + 1 < total:
+                    result.errors.append(f"{total - i - 1} more objects not applied")
+                break
     if progress:
         progress(f"applied {len(result.applied)} of {total} objects", total, total)
     return result

@@ -24,8 +24,8 @@ class PodMetrics:
         self.pod_id = pod_id
         self.registry = CollectorRegistry()
         r = self.registry
-        self.cache_miss_ms = Histogram("modelmesh_cache_miss_milliseconds", "Time of requests that found no loaded copy",
-                                       registry=r, buckets=_MS_BUCKETS)
+        self.cache_miss_ms = Histogram("modelmesh_cache_miss_milliseconds",
+                                       "Time of requests that found no loaded copy", registry=r, buckets=_MS_BUCKETS)
         self.load_ms = Histogram("modelmesh_loadmodel_milliseconds", "Time to load a model", registry=r,
                                  buckets=_MS_BUCKETS)
         self.age_at_eviction = Histogram("modelmesh_age_at_eviction_milliseconds",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -30,7 +31,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from plane import api, metrics, placement, storage
+from plane import api, metrics, placement, planner, storage, usage
 from plane.cache import NoRoom, WeightedLRU
 from plane.proto import inference_pb2 as ipb
 from plane.proto import inference_pb2_grpc as igrpc
@@ -57,6 +58,7 @@ __all__ = ["Pod", "MeshError", "main", "HOP_HEADER"]
 log = logging.getLogger("mesh.pod")
 
 HOP_HEADER = "mm-internal-hop"
+PEER_UNLOAD = "/meshinternal.Peer/Unload"  # pod-to-pod only: the leader asks a pod to drop a copy
 SERVER_NAME = "mesh-plane"
 SERVER_VERSION = "0.1.0"
 INLINE_RUN_LIMIT_US = 1000.0  # sessions faster than this run on the event loop, others on a thread
@@ -72,6 +74,10 @@ VS = mpb.VModelStatusInfo
 _STATUS = {"NOT_FOUND": MS.NOT_FOUND, "NOT_LOADED": MS.NOT_LOADED, "LOADING": MS.LOADING,
            "LOADED": MS.LOADED, "LOADING_FAILED": MS.LOADING_FAILED}
 _VSTATUS = {"DEFINED": VS.DEFINED, "TRANSITIONING": VS.TRANSITIONING, "TRANSITION_FAILED": VS.TRANSITION_FAILED}
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return json.dumps(obj).encode()
 
 
 class MeshError(Exception):
@@ -142,6 +148,7 @@ class Pod:
         self.server = grpc.aio.server(options=opts)
         igrpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self), self.server)
         mgrpc.add_ModelMeshServicer_to_server(ManagementServicer(self), self.server)
+        self.server.add_generic_rpc_handlers((self._peer_handler(),))
         bound = self.server.add_insecure_port(f"{self.settings.host}:{self.port}")
         if bound == 0:
             raise OSError(f"cannot bind {self.settings.host}:{self.port}: is another pod using it?")
@@ -158,9 +165,21 @@ class Pod:
             asyncio.create_task(self._keepalive_loop(), name="keepalive"),
             asyncio.create_task(self._publish_loop(), name="publish"),
             asyncio.create_task(self._usage_loop(), name="usage"),
+            asyncio.create_task(self._leader_loop(), name="leader"),
         ]
         self.ready = True
         log.info("pod %s serving on %s (capacity %d bytes)", self.pod_id, self.endpoint, self.cache.capacity)
+
+    def _peer_handler(self) -> grpc.GenericRpcHandler:
+        async def unload(request: dict, context: grpc.aio.ServicerContext) -> dict:
+            done = await self.unload_copy(str(request.get("model_id", "")), str(request.get("reason", "planner")))
+            return {"unloaded": done}
+
+        service, _, method = PEER_UNLOAD.strip("/").partition("/")
+        return grpc.method_handlers_generic_handler(service, {
+            method: grpc.unary_unary_rpc_method_handler(
+                unload, request_deserializer=json.loads, response_serializer=_json_bytes),
+        })
 
     async def shutdown(self, *, graceful: bool = True) -> None:
         """Stop taking loads, hand recently used models to peers (bounded), then deregister."""
@@ -287,7 +306,7 @@ class Pod:
         log.warning("lease expired; registering again")
         self.lease = await self.registry.client.lease(self.settings.lease_ttl_s)
         await self._publish()
-        for model_id, entry in list(((m, self.cache.get(m)) for m in self.sessions)):
+        for model_id, entry in list((m, self.cache.get(m)) for m in self.sessions):
             if entry is None:
                 continue
             size = entry.size
@@ -318,6 +337,10 @@ class Pod:
         await self._registry_drop_pods(model_id, {self.pod_id})
 
     def _on_change(self, table: str, name: str, old: object | None, new: object | None) -> None:
+        if table == "models" and isinstance(new, ModelRecord):
+            entry = self.cache.get(name)
+            if entry is not None and entry.pinned != new.pinned:
+                entry.pinned = new.pinned
         if table == "models" and new is None and name in self.cache:
             asyncio.get_running_loop().create_task(self._unload(name, reason="model unregistered"))
         elif table == "instances" and new is None and name != self.pod_id:
@@ -341,6 +364,82 @@ class Pod:
                         Event("unload", model=rec.model_id, pod=pod_id, size=rec.copies[pod_id].size,
                               reason="pod gone (lease expired)")
                     )
+
+    # -- leadership: copies and preloading ------------------------------------------------------------------
+
+    async def _leader_loop(self) -> None:
+        key = self.registry.key("leader", "")[:-1]
+        while True:
+            await asyncio.sleep(self.settings.planner_interval_s)
+            if self.shutting_down:
+                return
+            try:
+                if not await self._is_leader(key):
+                    continue
+                await self.run_planner()
+            except Exception as exc:  # noqa: BLE001 - planning is best effort
+                log.warning("planner round failed: %s", exc)
+
+    async def _is_leader(self, key: bytes) -> bool:
+        tx = self.registry.client.transactions
+        ok, _ = await self.registry.client.transaction(
+            compare=[tx.version(key) == 0],
+            success=[tx.put(key, self.pod_id.encode(), lease=self.lease)],
+            failure=[],
+        )
+        if ok:
+            log.info("pod %s is now the leader", self.pod_id)
+            await self.registry.add_event(Event("leader", pod=self.pod_id, reason="elected leader"))
+            return True
+        value, _ = await self.registry.get_raw(key)
+        return value == self.pod_id.encode()
+
+    async def run_planner(self) -> list[planner.Action]:
+        ps = planner.PlannerSettings(
+            scale_up_rpm=self.settings.scale_up_rpm,
+            pressure_fraction=self.settings.pressure_fraction,
+            size_multiplier=self.settings.size_multiplier,
+            failure_expiry_ms=self._expiry_ms(),
+        )
+        pods = list(self.view.instances.values())
+        actions = planner.plan(self.view.models.values(), pods, now_ms=now_ms(), settings=ps)
+        if not self.settings.preload:
+            actions = [a for a in actions if not a.reason.startswith("preload")]
+        for action in actions:
+            log.info("planner: %s %s on %s (%s)", action.kind, action.model_id, action.pod_id, action.reason)
+            try:
+                if action.kind == "load":
+                    await self._load_on(action.model_id, action.pod_id, action.reason)
+                else:
+                    await self._unload_on(action.model_id, action.pod_id, action.reason)
+            except (MeshError, grpc.aio.AioRpcError) as exc:
+                log.warning("planner action %s failed: %s", action, exc)
+        return actions
+
+    async def _load_on(self, model_id: str, pod_id: str, reason: str) -> None:
+        await self.registry.add_event(Event("plan", model=model_id, pod=pod_id, reason=reason))
+        if pod_id == self.pod_id:
+            self.background(self.ensure_local(model_id), f"loading {model_id}")
+            return
+        await self._peer_mgmt(pod_id).ensureLoaded(
+            mpb.EnsureLoadedRequest(modelId=model_id, sync=False), metadata=((HOP_HEADER, "1"),), timeout=10)
+
+    async def _unload_on(self, model_id: str, pod_id: str, reason: str) -> None:
+        if pod_id == self.pod_id:
+            await self.unload_copy(model_id, reason)
+            return
+        call = self._channel(pod_id).unary_unary(
+            PEER_UNLOAD, request_serializer=_json_bytes, response_deserializer=json.loads)
+        await call({"model_id": model_id, "reason": reason}, timeout=30)
+
+    async def unload_copy(self, model_id: str, reason: str) -> bool:
+        """Drop this pod's copy (planner decision): registry first, so routing stops using it."""
+        if model_id not in self.cache:
+            return False
+        with contextlib.suppress(Exception):
+            await self._registry_drop_copy(model_id)
+        await self._unload(model_id, reason=reason)
+        return True
 
     # -- usage --------------------------------------------------------------------------------------------
 
@@ -368,8 +467,9 @@ class Pod:
             rpm = self._rpm(self._model_rpm[model_id])
 
             def change(m: ModelRecord, rpm: float = rpm) -> ModelRecord:
+                usage.note_session_start(m, stamp)
                 m.last_used_ms = max(m.last_used_ms, stamp)
-                m.rpm = rpm
+                usage.update_rate(m, self.pod_id, rpm, stamp)
                 return m
 
             await self.registry.update_model(model_id, change)
@@ -846,10 +946,12 @@ class Pod:
         try:
             await self.ensure_loaded_anywhere(target)
         except MeshError as exc:
+            message = exc.message
+
             def failed(v: VModelRecord | None) -> VModelRecord | None:
                 if v is None or v.target != target:
                     return v
-                v.failed = exc.message
+                v.failed = message
                 return v
 
             await self.registry.update_vmodel(vid, failed)

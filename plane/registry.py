@@ -44,7 +44,7 @@ __all__ = [
 
 CAS_MAX_ATTEMPTS = 64
 EVENT_TRIM_EVERY = 50
-EVENT_KINDS = ("register", "unregister", "load", "loaded", "unload", "evict", "load-failed", "vmodel")
+EVENT_KINDS = ("register", "unregister", "load", "loaded", "unload", "evict", "load-failed", "vmodel", "leader", "plan")
 
 
 def now_ms() -> int:
@@ -101,7 +101,10 @@ class ModelRecord:
     pinned: bool = False
     min_copies: int = 0
     max_copies: int = 0  # 0 = no cap
-    rpm: float = 0.0
+    rpm: float = 0.0  # requests per minute across pods (sum of fresh pod_rpm entries)
+    pod_rpm: dict[str, list[float]] = field(default_factory=dict)  # pod -> [rpm, reported at ms]
+    rpm_avg: float = 0.0  # slow moving average of rpm: the baseline a trend is measured against
+    starts: list[int] = field(default_factory=list)  # start times of recent use sessions (after idle gaps)
     # tensor metadata learned at first load: {"inputs": [[name, datatype, shape]], "outputs": [...]}
     io: dict[str, list] = field(default_factory=dict)
 

@@ -110,6 +110,10 @@ class MeshSettings(BaseSettings):
     max_load_failures: int = Field(default=3, description="Load attempts on different pods before giving up.")
     failure_expiry_s: float = Field(default=900.0, description="A recorded load failure is forgotten after.")
     route_retries: int = Field(default=3, description="Retries of a request after a stale copy.")
+    scale_up_rpm: float = Field(default=2000.0, description="Add a copy when a model's rate per copy exceeds this.")
+    planner_interval_s: float = Field(default=5.0, description="How often the leader plans copies and preloads.")
+    preload: bool = Field(default=True, description="Leader preloads models whose usage predicts a request soon.")
+    pressure_fraction: float = Field(default=0.9, description="Used/capacity above which cold extra copies go.")
     intra_threads: int = Field(default=1, description="onnxruntime intra-op threads per session.")
 
     def etcd_endpoints(self) -> list[tuple[str, int]]:

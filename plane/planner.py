@@ -1,0 +1,148 @@
+"""The leader's plan: which copies to add or drop across the mesh. Pure: records in, actions out.
+
+One pod at a time (elected through etcd) runs :func:`plan` every few seconds over its registry
+view and carries out the actions. Rules, in order:
+
+1. **Floors** — pinned models keep at least one copy; ``min_copies`` is honoured.
+2. **Caps** — a model with more copies than its ``max_copies`` loses the extras.
+3. **Scale up** — a model whose rate per copy exceeds ``scale_up_rpm`` gets another copy
+   (ModelMesh's default threshold: 2000 requests/minute per copy).
+4. **Scale down** — under memory pressure (used / capacity across pods above
+   ``pressure_fraction``), extra copies of models whose rate would fit in one copy fewer are dropped.
+5. **Preload** — unloaded models are ranked by :func:`plane.usage.use_probability` and loaded
+   into *free* space only (keeping ``headroom_fraction`` of each pod free for cache misses), so a
+   preload never evicts anything.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from plane import placement, usage
+from plane.registry import InstanceRecord, ModelRecord
+
+__all__ = ["Action", "PlannerSettings", "plan"]
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str  # "load" | "unload"
+    model_id: str
+    pod_id: str
+    reason: str
+
+
+@dataclass
+class PlannerSettings:
+    scale_up_rpm: float = 2000.0
+    pressure_fraction: float = 0.9
+    headroom_fraction: float = 0.1
+    preload_threshold: float = 0.3
+    horizon_ms: int = 5 * 60 * 1000
+    max_actions: int = 8
+    size_multiplier: float = 2.0
+    failure_expiry_ms: int = 900_000
+
+
+def _size(rec: ModelRecord, s: PlannerSettings) -> int:
+    return rec.size or int(rec.file_size * s.size_multiplier) or 4096
+
+
+def plan(
+    models: Iterable[ModelRecord],
+    pods: Iterable[InstanceRecord],
+    *,
+    now_ms: int,
+    settings: PlannerSettings | None = None,
+    rng: random.Random | None = None,
+) -> list[Action]:
+    s = settings or PlannerSettings()
+    rng = rng or random.Random(0)
+    live = {p.pod_id: p for p in pods if not p.shutting_down}
+    if not live:
+        return []
+    # Track free space as actions are planned, so two loads do not claim the same bytes.
+    free = {p: r.free for p, r in live.items()}
+    loading = {p: r.loading for p, r in live.items()}
+    actions: list[Action] = []
+    models = list(models)
+
+    def pods_view() -> list[InstanceRecord]:
+        out = []
+        for pid, r in live.items():
+            out.append(InstanceRecord(pod_id=pid, endpoint=r.endpoint, capacity=r.capacity,
+                                      used=r.capacity - free[pid], count=r.count, lru_ms=r.lru_ms,
+                                      loading=loading[pid], max_loads=r.max_loads))
+        return out
+
+    def add_copy(rec: ModelRecord, reason: str, *, only_free: bool) -> bool:
+        size = _size(rec, s)
+        exclude = set(rec.copies) | set(rec.live_failures(now_ms, s.failure_expiry_ms))
+        target = placement.choose_pod_for_load(pods_view(), size=size, exclude=exclude, rng=rng)
+        if target is None or (only_free and free[target.pod_id] < size):
+            return False
+        free[target.pod_id] -= size
+        loading[target.pod_id] += 1
+        actions.append(Action("load", rec.model_id, target.pod_id, reason))
+        return True
+
+    def drop_copy(rec: ModelRecord, holders: list[str], reason: str) -> None:
+        # drop the copy on the fullest pod
+        victim = min(holders, key=lambda p: free.get(p, 0))
+        free[victim] = free.get(victim, 0) + (rec.copies[victim].size or rec.size)
+        actions.append(Action("unload", rec.model_id, victim, reason))
+
+    for rec in models:
+        holders = [p for p in rec.loaded_on() if p in live]
+        pending = [p for p in rec.loading_on() if p in live]
+        n = len(holders) + len(pending)
+        floor = max(rec.min_copies, 1 if rec.pinned else 0)
+        if rec.max_copies:
+            floor = min(floor, rec.max_copies)
+        if n < floor:
+            add_copy(rec, f"{'pinned' if rec.pinned else 'min copies'}: {n} of {floor} copies", only_free=False)
+            continue
+        if rec.max_copies and len(holders) > rec.max_copies:
+            for _ in range(len(holders) - rec.max_copies):
+                drop_copy(rec, holders, f"max copies {rec.max_copies}")
+                holders.remove(actions[-1].pod_id)
+            continue
+        if holders and not pending and rec.rpm / len(holders) > s.scale_up_rpm:
+            if (not rec.max_copies or len(holders) < rec.max_copies) and len(holders) < len(live):
+                add_copy(rec, f"rate {rec.rpm:.0f}/min over {len(holders)} copies exceeds "
+                              f"{s.scale_up_rpm:.0f} per copy", only_free=False)
+
+    capacity = sum(r.capacity for r in live.values())
+    used = capacity - sum(free.values())
+    if capacity and used / capacity > s.pressure_fraction:
+        for rec in sorted(models, key=lambda m: m.rpm):
+            holders = [p for p in rec.loaded_on() if p in live]
+            keep = max(1, rec.min_copies)
+            if len(holders) > keep and rec.rpm / (len(holders) - 1) < s.scale_up_rpm * 0.5:
+                drop_copy(rec, holders, f"memory pressure: extra copy is cold ({rec.rpm:.0f}/min)")
+                used = capacity - sum(free.values())
+                if used / capacity <= s.pressure_fraction:
+                    break
+
+    # Preload into free space, most likely first.
+    candidates = []
+    for rec in models:
+        if rec.copies or rec.live_failures(now_ms, s.failure_expiry_ms):
+            continue
+        p = usage.use_probability(rec, now_ms, horizon_ms=s.horizon_ms)
+        if p >= s.preload_threshold:
+            candidates.append((p, rec))
+    candidates.sort(key=lambda x: -x[0])
+    for p, rec in candidates:
+        if len(actions) >= s.max_actions:
+            break
+        size = _size(rec, s)
+        target = max(live.values(), key=lambda r: free[r.pod_id])
+        headroom = int(target.capacity * s.headroom_fraction)
+        if free[target.pod_id] - size < headroom:
+            continue
+        free[target.pod_id] -= size
+        actions.append(Action("load", rec.model_id, target.pod_id, f"preload: use likely soon (p={p:.2f})"))
+    return actions

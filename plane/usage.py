@@ -1,0 +1,104 @@
+"""Usage patterns: how likely a model is to be requested soon. Pure functions, no I/O.
+
+ModelMesh's only predictive loading is "most recently used first". This predictor reads each
+model's pattern from three signals kept in its registry record:
+
+* **rate** — the current request rate (sum over pods). A model in use now will be used again.
+* **trend** — the rate against its slow moving average (``rpm_avg``): a rising rate means more
+  copies will soon be needed, a model whose rate climbs is worth keeping.
+* **periodicity** — the start times of its recent *use sessions* (first request after an idle
+  gap of ``SESSION_GAP_MS``). When the gaps between sessions are regular (an hourly or daily
+  job), the next session is expected at ``last start + mean gap``; as that time approaches the
+  model becomes likely even though it has been idle for a while.
+* **recency** — otherwise, likelihood decays with time since last use (half-life ``RECENCY_HALF_LIFE_MS``).
+
+The score is the largest of these, in [0, 1]. The leader preloads unloaded models with the
+highest scores into free capacity only, so a preload never evicts a model that is more likely to
+be used than the one it brings in.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+
+from plane.registry import ModelRecord
+
+__all__ = [
+    "use_probability",
+    "periodic_probability",
+    "note_session_start",
+    "SESSION_GAP_MS",
+    "MAX_STARTS",
+    "RECENCY_HALF_LIFE_MS",
+    "next_expected_start",
+]
+
+SESSION_GAP_MS = 10 * 60 * 1000  # idle this long, and the next request starts a new session
+MAX_STARTS = 12  # session starts kept per model
+RECENCY_HALF_LIFE_MS = 20 * 60 * 1000
+PERIODIC_MAX_CV = 0.25  # gaps within 25% of each other count as a period
+PERIODIC_MIN_SESSIONS = 3
+PERIODIC_LEAD_FRACTION = 0.1  # start expecting a session this fraction of the period early
+PERIODIC_LEAD_MAX_MS = 10 * 60 * 1000
+RPM_AVG_ALPHA = 0.05
+
+
+def note_session_start(rec: ModelRecord, now_ms: int) -> None:
+    """Called when usage is flushed: a use after an idle gap starts a new session."""
+    if not rec.starts or now_ms - max(rec.last_used_ms, rec.starts[-1]) > SESSION_GAP_MS:
+        rec.starts = [*rec.starts, now_ms][-MAX_STARTS:]
+
+
+def update_rate(rec: ModelRecord, pod_id: str, rpm: float, now_ms: int, *, fresh_ms: int = 120_000) -> None:
+    """Record this pod's rate and recompute the model's total and slow average."""
+    rec.pod_rpm[pod_id] = [round(rpm, 2), now_ms]
+    rec.pod_rpm = {p: v for p, v in rec.pod_rpm.items() if now_ms - v[1] <= fresh_ms}
+    rec.rpm = round(sum(v[0] for v in rec.pod_rpm.values()), 2)
+    rec.rpm_avg = round(rec.rpm if rec.rpm_avg == 0 else (1 - RPM_AVG_ALPHA) * rec.rpm_avg + RPM_AVG_ALPHA * rec.rpm, 3)
+
+
+def next_expected_start(starts: Sequence[int], now_ms: int) -> tuple[int, float] | None:
+    """(next expected session start, coefficient of variation of the gaps) for regular use."""
+    if len(starts) < PERIODIC_MIN_SESSIONS:
+        return None
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False) if b > a]
+    if len(gaps) < PERIODIC_MIN_SESSIONS - 1:
+        return None
+    mean = statistics.fmean(gaps)
+    if mean <= 0:
+        return None
+    cv = statistics.pstdev(gaps) / mean
+    if cv > PERIODIC_MAX_CV:
+        return None
+    nxt = starts[-1] + mean
+    while nxt + mean * PERIODIC_LEAD_FRACTION < now_ms:  # missed sessions: expect the next one
+        nxt += mean
+    return int(nxt), cv
+
+
+def periodic_probability(rec: ModelRecord, now_ms: int, horizon_ms: int) -> float:
+    guess = next_expected_start(rec.starts, now_ms)
+    if guess is None:
+        return 0.0
+    nxt, cv = guess
+    period = (rec.starts[-1] - rec.starts[0]) / max(1, len(rec.starts) - 1)
+    lead = min(PERIODIC_LEAD_MAX_MS, period * PERIODIC_LEAD_FRACTION)
+    if now_ms + horizon_ms + lead < nxt:
+        return 0.0  # not due yet
+    confidence = 1.0 - cv / PERIODIC_MAX_CV * 0.5  # 1.0 for perfectly regular, 0.5 at the limit
+    confidence *= min(1.0, len(rec.starts) / 6 + 0.5)
+    return max(0.0, min(0.95, confidence))
+
+
+def use_probability(rec: ModelRecord, now_ms: int, *, horizon_ms: int = 5 * 60 * 1000) -> float:
+    """How likely a request for this model is within ``horizon_ms`` (a score in [0, 1])."""
+    horizon_min = horizon_ms / 60000
+    p_rate = 1.0 - math.exp(-rec.rpm * horizon_min) if rec.rpm > 0 else 0.0
+    if rec.rpm > 0 and rec.rpm_avg > 0 and rec.rpm > 1.5 * rec.rpm_avg:
+        p_rate = min(1.0, p_rate + 0.1)  # rising
+    p_periodic = periodic_probability(rec, now_ms, horizon_ms)
+    idle = max(0, now_ms - rec.last_used_ms)
+    p_recent = 0.8 * 0.5 ** (idle / RECENCY_HALF_LIFE_MS) if rec.last_used_ms else 0.0
+    return max(p_rate, p_periodic, p_recent)
