@@ -1165,7 +1165,14 @@ def main() -> None:
         level=os.environ.get("MESH_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    asyncio.run(serve(MeshSettings()))
+    try:
+        asyncio.run(serve(MeshSettings()))
+    except RegistryError as exc:
+        log.error("%s", exc)
+        raise SystemExit(3) from None
+    except OSError as exc:
+        log.error("cannot start the pod: %s", exc)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":
