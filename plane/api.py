@@ -159,21 +159,13 @@ class PlaneClient:
                 raise RegistryError(
                     "no plane is running: start one with `mesh up` or set MESH_ETCD=host:port"
                 )
+            settings = local.with_embedded_tls(settings)
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, name="plane-client-loop", daemon=True)
         thread.start()
         try:
             fut = asyncio.run_coroutine_threadsafe(
-                Registry.connect(
-                    endpoints,
-                    settings.etcd_prefix,
-                    username=settings.etcd_username,
-                    password=settings.etcd_password,
-                    timeout=timeout,
-                    events_max=settings.events_max,
-                ),
-                loop,
-            )
+                Registry.from_settings(settings, endpoints, timeout=timeout), loop)
             registry = fut.result(timeout + 5 * len(endpoints))
         except BaseException:
             loop.call_soon_threadsafe(loop.stop)
@@ -285,7 +277,8 @@ class PlaneClient:
         pods = [p for p in self.pods() if not p.shutting_down]
         if not pods:
             raise RegistryError("no runtime pod is running to load the model: start pods with `mesh up`")
-        mgmt_client.ensure_loaded([p.endpoint for p in pods], model_id, sync=sync, timeout=timeout)
+        mgmt_client.ensure_loaded([p.endpoint for p in pods], model_id, sync=sync, timeout=timeout,
+                                  settings=self.settings)
         rec = self.get_model(model_id)
         if rec is None:
             raise NotFound(f"model {model_id!r} is not registered")
@@ -305,7 +298,8 @@ class PlaneClient:
             from plane import mgmt_client
 
             mgmt_client.set_vmodel([p.endpoint for p in pods], vmodel_id, target_model_id,
-                                   auto_delete=auto_delete, owner=owner, sync=sync, timeout=timeout)
+                                   auto_delete=auto_delete, owner=owner, sync=sync, timeout=timeout,
+                                   settings=self.settings)
         else:
             self._run(_set_vmodel_direct(self.registry, vmodel_id, target_model_id, auto_delete, owner))
         rec = self.get_vmodel(vmodel_id)

@@ -46,7 +46,9 @@ def _settings(args: argparse.Namespace) -> MeshSettings:
         update["etcd"] = args.etcd
     if getattr(args, "prefix", None):
         update["etcd_prefix"] = args.prefix
-    return MeshSettings().model_copy(update=update)
+    from plane import local
+
+    return local.with_embedded_tls(MeshSettings().model_copy(update=update))
 
 
 def _client(args: argparse.Namespace):
@@ -108,7 +110,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"grpc_port": args.port})
     capacity = parse_size(args.capacity) if args.capacity else None
     try:
-        plane = local.up(settings, pods=args.pods, capacity=capacity, progress=_plain_progress("up"))
+        plane = local.up(settings, pods=args.pods, capacity=capacity, progress=_plain_progress("up"), tls=args.tls)
     except local.AlreadyUp as exc:
         if args.json:
             _json({"already_up": True, "message": str(exc)})
@@ -216,6 +218,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_certs(args: argparse.Namespace) -> int:
+    from plane import certs
+
+    paths = certs.generate(pathlib.Path(args.out), hosts=args.host)
+    for name, path in paths.items():
+        out.print(f"{name}: {path}")
+    return EXIT_OK
+
+
 def cmd_pod(args: argparse.Namespace) -> int:
     from plane import pod
 
@@ -226,12 +237,13 @@ def cmd_pod(args: argparse.Namespace) -> int:
 def cmd_probe(args: argparse.Namespace) -> int:
     import grpc
 
+    from plane import tls
     from plane.proto import inference_pb2, inference_pb2_grpc
 
     settings = MeshSettings()
     endpoint = args.endpoint or f"127.0.0.1:{settings.grpc_port}"
     try:
-        with grpc.insecure_channel(endpoint) as ch:
+        with tls.sync_channel(endpoint, settings) as ch:
             stub = inference_pb2_grpc.GRPCInferenceServiceStub(ch)
             if args.what == "live":
                 ok = stub.ServerLive(inference_pb2.ServerLiveRequest(), timeout=args.timeout).live
@@ -589,7 +601,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pods", type=int, default=3, help="number of runtime pods (default 3)")
     p.add_argument("--capacity", help="model cache per pod, e.g. 256MiB (default MESH_CAPACITY or 256MiB)")
     p.add_argument("--port", type=int, help="gRPC port of the first pod (default 8033; the next pods follow)")
+    p.add_argument("--tls", action="store_true",
+                   help="generate a CA and certificates; etcd, pods and clients then speak mutual TLS")
     p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("certs", help="generate a CA with server and client certificates (PEM)")
+    p.add_argument("--out", required=True, help="directory to write ca.pem, server*.pem, client*.pem")
+    p.add_argument("--host", action="append", help="name or IP the server certificate is valid for (repeat)")
+    p.set_defaults(func=cmd_certs)
 
     p = sub.add_parser("down", help="stop the embedded plane")
     _common(p)

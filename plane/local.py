@@ -70,6 +70,7 @@ class LocalPlane:
     pods: list[PodProcess] = field(default_factory=list)
     capacity: int = 0
     started_ms: int = 0
+    tls_dir: str = ""  # set by `mesh up --tls`: certificates every client of this plane uses
 
     def save(self) -> None:
         path = pathlib.Path(self.state_dir) / STATE_FILE
@@ -148,20 +149,30 @@ def find_etcd_binary() -> str:
 
 
 def start_etcd(data_dir: pathlib.Path, *, port: int | None = None, log_path: pathlib.Path | None = None,
-               host: str = "127.0.0.1") -> tuple[subprocess.Popen, str]:
-    """Start a single-member etcd; returns the process and its client endpoint host:port."""
+               host: str = "127.0.0.1", tls: tuple[str, str, str] | None = None,
+               client_cert_auth: bool = False) -> tuple[subprocess.Popen, str]:
+    """Start a single-member etcd; returns the process and its client endpoint host:port.
+    ``tls`` = (ca, cert, key) serves clients over TLS (``client_cert_auth``: mTLS)."""
     data_dir = pathlib.Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     client_port = port or free_port(host)
     peer_port = free_port(host)
     log = open(log_path or data_dir / "etcd.log", "ab")  # noqa: SIM115 - handed to the child
+    scheme = "https" if tls else "http"
+    tls_args: list[str] = []
+    if tls:
+        ca, cert, key = tls
+        tls_args = ["--cert-file", str(cert), "--key-file", str(key), "--trusted-ca-file", str(ca)]
+        if client_cert_auth:
+            tls_args.append("--client-cert-auth")
     proc = subprocess.Popen(
         [
             find_etcd_binary(),
+            *tls_args,
             "--name", "mesh-etcd",
             "--data-dir", str(data_dir / "data"),
-            "--listen-client-urls", f"http://{host}:{client_port}",
-            "--advertise-client-urls", f"http://{host}:{client_port}",
+            "--listen-client-urls", f"{scheme}://{host}:{client_port}",
+            "--advertise-client-urls", f"{scheme}://{host}:{client_port}",
             "--listen-peer-urls", f"http://{host}:{peer_port}",
             "--initial-advertise-peer-urls", f"http://{host}:{peer_port}",
             "--initial-cluster", f"mesh-etcd=http://{host}:{peer_port}",
@@ -240,8 +251,29 @@ def embedded_etcd_endpoints(state_dir: pathlib.Path) -> list[tuple[str, int]]:
     return [(host, int(port))]
 
 
+def tls_settings(settings: MeshSettings, tls_dir: pathlib.Path) -> MeshSettings:
+    """Settings that use the certificates of ``mesh up --tls`` (pods, etcd and clients: mTLS)."""
+    d = pathlib.Path(tls_dir)
+    return settings.model_copy(update={
+        "tls_cert_file": d / "server.pem", "tls_key_file": d / "server-key.pem", "tls_ca_file": d / "ca.pem",
+        "tls_client_auth": True, "etcd_ca_file": d / "ca.pem", "etcd_cert_file": d / "client.pem",
+        "etcd_key_file": d / "client-key.pem",
+    })
+
+
+def with_embedded_tls(settings: MeshSettings) -> MeshSettings:
+    """If the embedded plane in the state dir was started with --tls and no TLS is configured,
+    use its certificates."""
+    if settings.tls_cert_file or settings.tls_ca_file or settings.etcd_ca_file:
+        return settings
+    plane = LocalPlane.load(settings.state_dir)
+    if plane is None or not plane.tls_dir:
+        return settings
+    return tls_settings(settings, pathlib.Path(plane.tls_dir))
+
+
 def up(settings: MeshSettings, *, pods: int = 3, capacity: int | None = None,
-       progress: Progress | None = None, wait_ready: bool = True) -> LocalPlane:
+       progress: Progress | None = None, wait_ready: bool = True, tls: bool = False) -> LocalPlane:
     """Start etcd (unless MESH_ETCD names one) and ``pods`` runtime pods; wait until every pod
     reports ready. Raises :class:`AlreadyUp` when this state dir already has a running plane."""
     report = progress or (lambda msg, done, total: None)
@@ -259,13 +291,25 @@ def up(settings: MeshSettings, *, pods: int = 3, capacity: int | None = None,
     if capacity is not None:
         settings = settings.model_copy(update={"capacity": capacity})
 
+    tls_dir = ""
+    if tls:
+        from plane import certs
+
+        tls_dir = str(state_dir / "tls")
+        report("generating TLS certificates", 0, total)
+        certs.generate(pathlib.Path(tls_dir))
+        settings = tls_settings(settings, pathlib.Path(tls_dir))
     external = settings.etcd_endpoints()
     if external:
         etcd_pid, etcd_endpoint = 0, settings.etcd
         report(f"using etcd at {etcd_endpoint}", 1, total)
     else:
         report("starting etcd", 0, total)
-        etcd_proc, etcd_endpoint = start_etcd(state_dir / "etcd", log_path=state_dir / "etcd.log")
+        etcd_tls = None
+        if tls:
+            etcd_tls = (str(settings.etcd_ca_file), str(settings.tls_cert_file), str(settings.tls_key_file))
+        etcd_proc, etcd_endpoint = start_etcd(state_dir / "etcd", log_path=state_dir / "etcd.log", tls=etcd_tls,
+                                              client_cert_auth=tls)
         etcd_pid = etcd_proc.pid
         settings = settings.model_copy(update={"etcd": etcd_endpoint})
         report(f"etcd ready at {etcd_endpoint}", 1, total)
@@ -277,6 +321,7 @@ def up(settings: MeshSettings, *, pods: int = 3, capacity: int | None = None,
         etcd_prefix=settings.etcd_prefix,
         capacity=settings.capacity,
         started_ms=int(time.time() * 1000),
+        tls_dir=tls_dir,
     )
     plane.save()
     procs: list[subprocess.Popen] = []
@@ -296,7 +341,7 @@ def up(settings: MeshSettings, *, pods: int = 3, capacity: int | None = None,
         if wait_ready:
             for i, (proc, pod) in enumerate(zip(procs, plane.pods, strict=True)):
                 report(f"waiting for {pod.pod_id} at {pod.endpoint}", 1 + i, total)
-                _wait_pod_ready(pod.endpoint, proc, POD_START_TIMEOUT_S, pod.log)
+                _wait_pod_ready(pod.endpoint, proc, POD_START_TIMEOUT_S, pod.log, settings)
         report(f"plane up: {pods} pods", total, total)
     except BaseException:
         for proc in procs:
@@ -309,9 +354,11 @@ def up(settings: MeshSettings, *, pods: int = 3, capacity: int | None = None,
     return plane
 
 
-def _wait_pod_ready(endpoint: str, proc: subprocess.Popen, timeout: float, log: str) -> None:
+def _wait_pod_ready(endpoint: str, proc: subprocess.Popen, timeout: float, log: str,
+                    settings: MeshSettings) -> None:
     import grpc
 
+    from plane import tls
     from plane.proto import inference_pb2, inference_pb2_grpc
 
     deadline = time.monotonic() + timeout
@@ -321,7 +368,7 @@ def _wait_pod_ready(endpoint: str, proc: subprocess.Popen, timeout: float, log: 
             tail = _tail(log)
             raise RuntimeError(f"pod at {endpoint} exited with code {proc.returncode}; its log ends:\n{tail}")
         try:
-            with grpc.insecure_channel(endpoint) as ch:
+            with tls.sync_channel(endpoint, settings) as ch:
                 stub = inference_pb2_grpc.GRPCInferenceServiceStub(ch)
                 if stub.ServerReady(inference_pb2.ServerReadyRequest(), timeout=1).ready:
                     return

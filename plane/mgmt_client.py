@@ -13,6 +13,7 @@ import grpc
 
 from plane.proto import mmesh_pb2 as mpb
 from plane.proto import mmesh_pb2_grpc as mgrpc
+from plane.settings import MeshSettings
 
 __all__ = ["ensure_loaded", "set_vmodel", "ManagementError", "status_name"]
 
@@ -31,10 +32,13 @@ def status_name(value: int) -> str:
     return mpb.ModelStatusInfo.ModelStatus.Name(value)
 
 
-def _call(endpoints: list[str], fn: Callable[[mgrpc.ModelMeshStub], T]) -> T:
+def _call(endpoints: list[str], fn: Callable[[mgrpc.ModelMeshStub], T], settings: MeshSettings | None) -> T:
+    from plane import tls
+
+    settings = settings or MeshSettings()
     last: grpc.RpcError | None = None
     for endpoint in endpoints:
-        with grpc.insecure_channel(endpoint) as ch:
+        with tls.sync_channel(endpoint, settings) as ch:
             try:
                 return fn(mgrpc.ModelMeshStub(ch))
             except grpc.RpcError as exc:
@@ -46,13 +50,14 @@ def _call(endpoints: list[str], fn: Callable[[mgrpc.ModelMeshStub], T]) -> T:
     raise ManagementError(last.code(), f"no pod answered: {last.details()}")
 
 
-def ensure_loaded(endpoints: list[str], model_id: str, *, sync: bool, timeout: float) -> Any:
+def ensure_loaded(endpoints: list[str], model_id: str, *, sync: bool, timeout: float,
+                  settings: MeshSettings | None = None) -> Any:
     req = mpb.EnsureLoadedRequest(modelId=model_id, sync=sync)
-    return _call(endpoints, lambda stub: stub.ensureLoaded(req, timeout=timeout))
+    return _call(endpoints, lambda stub: stub.ensureLoaded(req, timeout=timeout), settings)
 
 
 def set_vmodel(endpoints: list[str], vmodel_id: str, target: str, *, auto_delete: bool, owner: str, sync: bool,
-               timeout: float) -> Any:
+               timeout: float, settings: MeshSettings | None = None) -> Any:
     req = mpb.SetVModelRequest(vModelId=vmodel_id, targetModelId=target, autoDeleteTargetModel=auto_delete,
                                owner=owner, sync=sync)
-    return _call(endpoints, lambda stub: stub.setVModel(req, timeout=timeout))
+    return _call(endpoints, lambda stub: stub.setVModel(req, timeout=timeout), settings)

@@ -31,7 +31,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from plane import api, metrics, placement, planner, storage, usage
+from plane import api, metrics, placement, planner, storage, tls, usage
 from plane.cache import NoRoom, WeightedLRU
 from plane.proto import inference_pb2 as ipb
 from plane.proto import inference_pb2_grpc as igrpc
@@ -149,7 +149,10 @@ class Pod:
         igrpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self), self.server)
         mgrpc.add_ModelMeshServicer_to_server(ManagementServicer(self), self.server)
         self.server.add_generic_rpc_handlers((self._peer_handler(),))
-        bound = self.server.add_insecure_port(f"{self.settings.host}:{self.port}")
+        creds = tls.server_credentials(self.settings)
+        address = f"{self.settings.host}:{self.port}"
+        bound = (self.server.add_secure_port(address, creds) if creds is not None
+                 else self.server.add_insecure_port(address))
         if bound == 0:
             raise OSError(f"cannot bind {self.settings.host}:{self.port}: is another pod using it?")
         await asyncio.to_thread(warm_up)
@@ -632,8 +635,9 @@ class Pod:
             inst = self.view.instances.get(pod_id)
             if inst is None:
                 raise MeshError(grpc.StatusCode.UNAVAILABLE, f"pod {pod_id} is not registered")
-            ch = grpc.aio.insecure_channel(
+            ch = tls.aio_channel(
                 inst.endpoint,
+                self.settings,
                 options=[
                     ("grpc.max_receive_message_length", self.settings.max_message_bytes),
                     ("grpc.max_send_message_length", self.settings.max_message_bytes),
@@ -1149,8 +1153,7 @@ async def serve(settings: MeshSettings) -> None:
         from plane import local
 
         endpoints = local.embedded_etcd_endpoints(settings.state_dir)
-    registry = await Registry.connect(endpoints, settings.etcd_prefix, username=settings.etcd_username,
-                                      password=settings.etcd_password, events_max=settings.events_max)
+    registry = await Registry.from_settings(settings, endpoints)
     pod = Pod(settings, registry)
     await pod.start()
     loop = asyncio.get_running_loop()

@@ -16,6 +16,7 @@ write. Nothing here decides anything; decisions live in ``placement`` and ``cach
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import time
@@ -259,6 +260,54 @@ class Event:
 T = TypeVar("T")
 
 
+class _TLSClient(aetcd.Client):
+    """aetcd's client over a TLS channel (aetcd itself only dials plaintext)."""
+
+    def __init__(self, *args: Any, credentials: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._credentials = credentials
+
+    async def connect(self) -> None:
+        if self._connected.is_set():
+            return
+        if self._is_connecting:
+            await asyncio.wait_for(self._connected.wait(), self._connect_wait_timeout)
+            return
+        from aetcd import rpc, watcher
+
+        try:
+            self._is_connecting = True
+            self.channel = rpc.secure_channel(f"{self._host}:{self._port}", self._credentials,
+                                              options=self._options.items())
+            if self._username is not None and self._password is not None:
+                self.auth_stub = rpc.AuthStub(self.channel)
+                try:
+                    resp = await self.auth_stub.Authenticate(
+                        rpc.AuthenticateRequest(name=self._username, password=self._password),
+                        timeout=self._timeout)
+                except rpc.AioRpcError as exc:
+                    aetcd.exceptions._handle_exception(exc)
+                self.metadata = (("token", resp.token),)
+            self.kvstub = rpc.KVStub(self.channel)
+            self.clusterstub = rpc.ClusterStub(self.channel)
+            self.leasestub = rpc.LeaseStub(self.channel)
+            self.maintenancestub = rpc.MaintenanceStub(self.channel)
+            self._watcher = watcher.Watcher(rpc.WatchStub(self.channel), timeout=self._timeout,
+                                            metadata=self.metadata)
+            self._connected.set()
+        finally:
+            self._is_connecting = False
+
+
+def _etcd_credentials(tls: tuple[Any, Any, Any] | None) -> Any:
+    if not tls or not any(tls):
+        return None
+    import grpc
+
+    ca, cert, key = (open(p, "rb").read() if p else None for p in tls)
+    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+
+
 class Registry:
     """Async access to the registry tables of one etcd (one root prefix).
 
@@ -286,24 +335,53 @@ class Registry:
         password: str | None = None,
         timeout: float = 5.0,
         events_max: int = 5000,
+        tls: tuple[Any, Any, Any] | None = None,
     ) -> Registry:
+        """Connect to the first endpoint that answers. ``tls`` is (ca, cert, key) file paths."""
         if not endpoints:
             raise RegistryError("no etcd endpoint: set MESH_ETCD=host:port or start the plane with `mesh up`")
         last: Exception | None = None
         # aetcd speaks to one endpoint; try each in turn until one answers.
+        credentials = _etcd_credentials(tls)
         for host, port in endpoints:
-            client = aetcd.Client(host=host, port=port, username=username, password=password, timeout=timeout)
+            if credentials is not None:
+                client: aetcd.Client = _TLSClient(host=host, port=port, username=username, password=password,
+                                                  timeout=timeout, credentials=credentials)
+            else:
+                client = aetcd.Client(host=host, port=port, username=username, password=password, timeout=timeout)
             try:
                 await client.connect()
                 await asyncio.wait_for(client.get(b"\0"), timeout)
                 return cls(client, prefix, endpoint=f"{host}:{port}", events_max=events_max)
             except Exception as exc:  # noqa: BLE001 - any failure means 'try the next endpoint'
                 last = exc
-                await client.close()
+                with contextlib.suppress(Exception):
+                    await client.close()
+                text = str(exc).lower()
+                if "authentication failed" in text or "invalid auth" in text or "user name is empty" in text:
+                    raise RegistryError(
+                        f"etcd at {host}:{port} refused the credentials: check MESH_ETCD_USERNAME and "
+                        "MESH_ETCD_PASSWORD"
+                    ) from None
         where = ", ".join(f"{h}:{p}" for h, p in endpoints)
         raise EtcdUnavailable(
             f"cannot reach etcd at {where} ({type(last).__name__}: {last}); "
             "start it with `mesh up` or point MESH_ETCD at a running etcd"
+        )
+
+    @classmethod
+    async def from_settings(cls, settings: Any, endpoints: list[tuple[str, int]] | None = None,
+                            *, timeout: float = 5.0) -> Registry:
+        """Connect with everything ``MeshSettings`` says (endpoints, prefix, auth, TLS)."""
+        tls = (settings.etcd_ca_file, settings.etcd_cert_file, settings.etcd_key_file)
+        return await cls.connect(
+            endpoints if endpoints is not None else settings.etcd_endpoints(),
+            settings.etcd_prefix,
+            username=settings.etcd_username,
+            password=settings.etcd_password,
+            timeout=timeout,
+            events_max=settings.events_max,
+            tls=tls if any(tls) else None,
         )
 
     async def close(self) -> None:

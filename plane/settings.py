@@ -81,6 +81,14 @@ class MeshSettings(BaseSettings):
     etcd_prefix: str = Field(default="mesh", description="Root key prefix of every registry table.")
     etcd_username: str | None = Field(default=None, description="etcd user (with etcd_password).")
     etcd_password: str | None = Field(default=None, description="etcd password.")
+    etcd_ca_file: pathlib.Path | None = Field(default=None, description="CA of etcd's TLS certificate.")
+    etcd_cert_file: pathlib.Path | None = Field(default=None, description="Client certificate for etcd (mTLS).")
+    etcd_key_file: pathlib.Path | None = Field(default=None, description="Key of etcd_cert_file.")
+    tls_cert_file: pathlib.Path | None = Field(default=None, description="Pod gRPC certificate (enables TLS).")
+    tls_key_file: pathlib.Path | None = Field(default=None, description="Key of tls_cert_file.")
+    tls_ca_file: pathlib.Path | None = Field(default=None, description="CA that signed pods'/clients' certs.")
+    tls_client_auth: bool = Field(default=False, description="Pods require client certificates (mTLS).")
+    tls_server_name: str | None = Field(default=None, description="Name checked in pod certificates.")
     state_dir: pathlib.Path = Field(
         default_factory=default_state_dir, description="Embedded mode: etcd data, logs, pid file."
     )
