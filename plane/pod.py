@@ -120,6 +120,7 @@ class Pod:
             settings.resolved_disk_cache_dir() / self.pod_id, settings.disk_cache_bytes
         )
         self.peer_in_flight: dict[str, int] = defaultdict(int)
+        self._pending_loader: dict[str, tuple[str, float]] = {}  # model -> (loader pod, until)
         self.in_flight = 0
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._usage: dict[str, int] = defaultdict(int)  # requests since last flush
@@ -577,7 +578,16 @@ class Pod:
             elif loading:
                 target = loading[0]
             else:
-                target = self._choose_loader(rec, exclude=tried)
+                # A burst of misses for one model from this pod goes to one loader, not to
+                # whichever pod each request's random tie-break would pick.
+                pending = self._pending_loader.get(model_id)
+                if pending and pending[1] > time.monotonic() and pending[0] not in tried and (
+                        pending[0] in live or pending[0] == self.pod_id):
+                    target = pending[0]
+                else:
+                    target = self._choose_loader(rec, exclude=tried)
+                    if target is not None:
+                        self._pending_loader[model_id] = (target, time.monotonic() + self.settings.load_timeout_s)
                 if target is None:
                     if last_error is not None:
                         raise last_error
@@ -585,6 +595,7 @@ class Pod:
                                     f"no pod can load model {model_id!r}: all pods are full, shutting down or failed")
             if target == self.pod_id:
                 sess = await self.ensure_local(model_id)
+                self._pending_loader.pop(model_id, None)
                 if method == "ModelInfer":
                     return await self.serve_local(sess, request)
                 return self.metadata_response(sess)
@@ -592,10 +603,12 @@ class Pod:
                 response = await self.forward(target, method, request, metadata)
                 if not holders:
                     self.metrics.cache_miss((time.perf_counter() - t_miss) * 1000)
+                    self._pending_loader.pop(model_id, None)
                 return response
             except grpc.aio.AioRpcError as exc:
                 code = exc.code()
                 trailing = dict(exc.trailing_metadata() or ())
+                self._pending_loader.pop(model_id, None)
                 if code == grpc.StatusCode.UNAVAILABLE or code == grpc.StatusCode.CANCELLED:
                     tried.add(target)
                     last_error = MeshError(code, f"pod {target} unavailable: {exc.details()}")

@@ -346,3 +346,16 @@ def test_register_races_leave_one_record(plane_client):
     assert len(winners) == 1  # same registration repeated is fine; a conflicting one is refused
     rec = plane_client.get_model(model_id)
     assert rec.path in winners
+
+
+def test_a_burst_of_misses_loads_one_copy(plane_client, model_dir, endpoints):
+    from concurrent.futures import ThreadPoolExecutor
+
+    model_id, dataset, _ = register_demo(plane_client, model_dir, 7)
+    x = sample_input(dataset)
+    with ThreadPoolExecutor(16) as pool:
+        labels = list(pool.map(lambda _: triton_infer(endpoints[0], model_id, x).as_numpy("label").tolist(),
+                               range(16)))
+    assert len({str(v) for v in labels}) == 1
+    rec = plane_client.get_model(model_id)
+    assert len(rec.copies) == 1, rec.copies
