@@ -40,14 +40,33 @@ class PodMetrics:
         self.model_requests = Counter("mesh_model_requests", "Requests served per model", ["model"], registry=r)
         self.model_ms = Histogram("mesh_model_request_milliseconds", "Request time per model", ["model"], registry=r,
                                   buckets=_MS_BUCKETS)
+        self._init_fast_paths()
+
+    def _init_fast_paths(self) -> None:
+        self._children: dict[str, tuple] = {}
+        self._api_observe = self.api_ms.observe
 
     def serve(self, port: int, host: str = "127.0.0.1") -> None:
         start_http_server(port, addr=host, registry=self.registry)
 
     def request(self, model_id: str, ms: float) -> None:
-        self.api_ms.observe(ms)
-        self.model_requests.labels(model_id).inc()
-        self.model_ms.labels(model_id).observe(ms)
+        # Label lookups take a lock and hash the labels: keep each model's children at hand.
+        children = self._children.get(model_id)
+        if children is None:
+            children = self._children[model_id] = (self.model_requests.labels(model_id).inc,
+                                                   self.model_ms.labels(model_id).observe)
+        self._api_observe(ms)
+        children[0]()
+        children[1](ms)
+
+    def forget(self, model_id: str) -> None:
+        """Drop a model's series (unregistered): per-model metrics must not grow without bound."""
+        if self._children.pop(model_id, None) is not None:
+            for metric in (self.model_requests, self.model_ms):
+                try:
+                    metric.remove(model_id)
+                except KeyError:
+                    pass
 
     def cache_miss(self, ms: float) -> None:
         self.cache_miss_ms.observe(ms)

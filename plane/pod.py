@@ -345,6 +345,8 @@ class Pod:
             entry = self.cache.get(name)
             if entry is not None and entry.pinned != new.pinned:
                 entry.pinned = new.pinned
+        if table == "models" and new is None:
+            self.metrics.forget(name)
         if table == "models" and new is None and name in self.cache:
             asyncio.get_running_loop().create_task(self._unload(name, reason="model unregistered"))
         elif table == "instances" and new is None and name != self.pod_id:
