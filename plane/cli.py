@@ -286,11 +286,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
             (err if args.json else out).print(f"storage {args.storage_key!r}: local directory {target}")
         specs = [ModelSpec(m.model_id, m.path, args.storage_key) for m in models]
         created = client.register_models(specs, progress=lambda d, t: report("registering", d, t))
+        traffic = None
+        if args.requests:
+            from plane.demo_traffic import send_demo_traffic
+
+            endpoints = [p.endpoint for p in client.pods() if not p.shutting_down]
+            if not endpoints:
+                raise CliError("no pod is running to send demo traffic to: `mesh up` first", EXIT_NO_PLANE)
+            traffic = send_demo_traffic(endpoints, models, args.requests, settings=client.settings,
+                                        progress=lambda d, t: report("demo traffic (Zipf over the models)", d, t))
     if args.json:
         _json({"generated": len(models), "registered": created, "directory": str(target),
-               "models": [dataclasses.asdict(m) for m in models]})
+               "models": [dataclasses.asdict(m) for m in models],
+               "traffic": dataclasses.asdict(traffic) if traffic else None})
     else:
         out.print(f"[green]{len(models)} demo models[/] in {target}; {created} newly registered")
+        if traffic:
+            out.print(f"sent {traffic.requests} requests in {traffic.seconds:.1f}s, {traffic.errors} errors"
+                      + (f" (e.g. {traffic.error_samples[0]})" if traffic.error_samples else "")
+                      + "; `mesh events` shows the loads and evictions")
         if models:
             m = models[0]
             out.print(f"try: model_name={m.model_id!r}, input {m.n_features} FP32 features "
@@ -542,11 +556,13 @@ def cmd_storage_remove(args: argparse.Namespace) -> int:
 def cmd_events(args: argparse.Namespace) -> int:
     with _client(args) as client:
         since = int(time.time() * 1000 - args.minutes * 60_000) if args.minutes else 0
-        events = client.events(since_ms=since, limit=args.limit)
+        events = client.events(since_ms=since, limit=0)
         if args.kind:
             events = [e for e in events if e.kind == args.kind]
         if args.model:
             events = [e for e in events if e.model == args.model]
+        if args.limit:
+            events = events[-args.limit:]
     if args.json:
         _json([{k: v for k, v in dataclasses.asdict(e).items() if k != "key"} for e in events])
         return EXIT_OK
@@ -625,6 +641,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage-key", default="default", help="storage key to register them under")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-register", action="store_true", help="only write the files")
+    p.add_argument("--requests", type=int, default=0,
+                   help="then send N requests (Zipf over the models, round robin over the pods)")
     p.set_defaults(func=cmd_demo)
 
     models = sub.add_parser("models", help="register, list, inspect and unregister models")
