@@ -104,3 +104,12 @@ def test_no_plane_running_says_how_to_start_one(tmp_path):
     proc = run(env, "models", "list", check=False)
     assert proc.returncode == 3 and "mesh up" in proc.stderr
     assert "no plane is running" in run(env, "down").stdout
+
+
+def test_pod_with_unreachable_etcd_exits_with_a_clear_error(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
+    env.update(MESH_ETCD=f"127.0.0.1:{local.free_port()}", MESH_GRPC_PORT=str(local.free_port()),
+               MESH_METRICS_PORT="0", MESH_STATE_DIR=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-m", "plane.pod"], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3
+    assert "cannot reach etcd" in proc.stderr and "Traceback" not in proc.stderr
