@@ -578,22 +578,25 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    try:
-        from dashboard import launch
-    except ImportError as exc:
-        raise CliError(f"the dashboard is not installed: {exc}", EXIT_FAILED) from exc
-    argv = []
+    # The UIs are separate packages that plane never imports: start them as processes.
+    import subprocess
+
+    argv = [sys.executable, "-m", "dashboard.launch"]
     if args.port:
         argv += ["--port", str(args.port)]
-    return int(launch.main(argv) or 0)
+    try:
+        return subprocess.call(argv)
+    except KeyboardInterrupt:
+        return EXIT_OK
 
 
 def cmd_console(args: argparse.Namespace) -> int:
-    from console import app
+    import subprocess
 
-    sys.argv = ["mesh-console", *args.rest]
-    app.main()
-    return EXIT_OK
+    try:
+        return subprocess.call([sys.executable, "-m", "console.app", *args.rest])
+    except KeyboardInterrupt:
+        return EXIT_OK
 
 
 # -- parser -------------------------------------------------------------------------------------------------------
