@@ -939,7 +939,7 @@ def _api(api_client: Any, kind: str) -> tuple[Any, _Kind]:
     return getattr(client, info.api)(api_client), info
 
 
-def _describe_api_error(exc: Exception) -> str:
+def _describe_api_error(exc: BaseException) -> str:
     status = getattr(exc, "status", None)
     body = getattr(exc, "body", None)
     message = ""
@@ -1298,7 +1298,7 @@ CONNECT_RETRY_S = 180.0
 
 def _read_storage_dir(directory: pathlib.Path) -> dict[str, dict[str, Any]]:
     """Storage configs from a mounted Secret: one file per key (hidden ``..data`` links skipped)."""
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     if not directory.is_dir():
         return out
     for path in sorted(directory.iterdir()):
@@ -1435,7 +1435,7 @@ def write_manifests(root: str | pathlib.Path) -> list[pathlib.Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(header + to_yaml(objs, mask=False))
         written.append(path)
-    kustomizations = {
+    kustomizations: dict[pathlib.Path, dict[str, Any]] = {
         root / "base" / "kustomization.yaml": {
             "resources": sorted({p.name for p in groups if p.parent.name == "base"}, key=_base_order),
         },
@@ -1447,7 +1447,8 @@ def write_manifests(root: str | pathlib.Path) -> list[pathlib.Path]:
         },
     }
     for path, body in kustomizations.items():
-        doc = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", **body}
+        doc: dict[str, Any] = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization"}
+        doc.update(body)
         path.write_text(header + yaml.safe_dump(doc, sort_keys=False))
         written.append(path)
     return written

@@ -18,6 +18,7 @@ __all__ = ["choose_pod_for_load", "choose_copy", "rank_pods_for_load", "NEAR_EQU
 # Pods whose free space differs by less than this fraction of capacity count as equal,
 # so that load spreads randomly instead of always landing on one pod.
 NEAR_EQUAL_FREE_FRACTION = 0.05
+_RNG = random.Random()
 
 
 def _sort_key(pod: InstanceRecord, size: int) -> tuple:
@@ -43,7 +44,7 @@ def rank_pods_for_load(
     rng: random.Random | None = None,
 ) -> list[InstanceRecord]:
     """Candidate pods, best first. Ties (same key) are shuffled."""
-    rng = rng or random
+    rng = rng or _RNG
     excluded = set(exclude)
     candidates = [p for p in pods if p.pod_id not in excluded]
     rng.shuffle(candidates)
@@ -78,6 +79,6 @@ def choose_copy(
         return None
     if prefer is not None and prefer in holders:
         return prefer
-    rng = rng or random
+    rng = rng or _RNG
     rng.shuffle(holders)
     return min(holders, key=lambda p: in_flight.get(p, 0))

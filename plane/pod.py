@@ -601,6 +601,7 @@ class Pod:
                 if method == "ModelInfer":
                     return await self.serve_local(sess, request)
                 return self.metadata_response(sess)
+            assert target is not None
             try:
                 response = await self.forward(target, method, request, metadata)
                 if not holders:

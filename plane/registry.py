@@ -270,7 +270,7 @@ class _TLSClient(aetcd.Client):
     async def connect(self) -> None:
         if self._connected.is_set():
             return
-        if self._is_connecting:
+        if self._is_connecting:  # type: ignore[has-type]
             await asyncio.wait_for(self._connected.wait(), self._connect_wait_timeout)
             return
         from aetcd import rpc, watcher

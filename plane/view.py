@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from plane.registry import InstanceRecord, ModelRecord, Registry, StorageConfig, VModelRecord
 
@@ -62,9 +63,10 @@ class RegistryView:
             log.warning("ignoring unreadable %s record %s", table, name)
         return None
 
-    def _table(self, table: str) -> dict | None:
-        return {"models": self.models, "vmodels": self.vmodels, "instances": self.instances,
-                "storage": self.storage}.get(table)
+    def _table(self, table: str) -> dict[str, Any] | None:
+        tables: dict[str, dict[str, Any]] = {"models": self.models, "vmodels": self.vmodels,
+                                             "instances": self.instances, "storage": self.storage}
+        return tables.get(table)
 
     def apply(self, table: str, name: str, value: bytes | None) -> None:
         target = self._table(table)

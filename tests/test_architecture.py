@@ -23,3 +23,8 @@ def test_ruff_is_clean():
     proc = subprocess.run([_tool("ruff"), "check", "plane", "console", "dashboard", "tests", "bench"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_mypy_is_clean_on_the_plane():
+    proc = subprocess.run([_tool("mypy")], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
