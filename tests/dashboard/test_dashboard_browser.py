@@ -15,6 +15,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -34,7 +35,10 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "screenshots"
+# Screenshots go to a scratch folder unless MESH_SCREENSHOT_DIR names one (regenerate the README's
+# pictures with MESH_SCREENSHOT_DIR=screenshots), so a test run never rewrites tracked files.
+SHOTS = pathlib.Path(os.environ.get("MESH_SCREENSHOT_DIR") or tempfile.gettempdir()) / (
+    "" if os.environ.get("MESH_SCREENSHOT_DIR") else "mesh-dashboard-screenshots")
 MIB = 1024 * 1024
 WAIT_MS = 30_000
 ACCESS_KEY = "AKIAE2EDASHBOARDKEY1"
@@ -144,7 +148,7 @@ def settle(page) -> None:
 
 
 def shoot(page, name: str) -> None:
-    SHOTS.mkdir(exist_ok=True)
+    SHOTS.mkdir(parents=True, exist_ok=True)
     settle(page)
     page.screenshot(path=str(SHOTS / f"dashboard-{name}.png"), full_page=True)
 
