@@ -1,0 +1,140 @@
+"""Deterministic demo data: the plane as a small cluster would show it.
+
+Used by the snapshot tests (as an in-memory :class:`~console.state.PlaneState`), and by
+``console/screenshots.py`` (written into a real etcd through the registry, the same way
+pods write it). Every time is relative to a fixed ``now`` so the text never changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from console.state import Change, PlaneState
+from plane.registry import (
+    CopyInfo,
+    Event,
+    FailureInfo,
+    InstanceRecord,
+    ModelRecord,
+    Registry,
+    StorageConfig,
+    VModelRecord,
+)
+
+__all__ = ["DEMO_NOW_MS", "DemoPlane", "demo_plane", "demo_state", "write_demo"]
+
+DEMO_NOW_MS = 1_790_000_000_000  # a fixed "now" (2026-09-21 14:13:20 UTC)
+MIB = 1024**2
+MIN = 60_000
+
+
+@dataclass
+class DemoPlane:
+    pods: list[InstanceRecord] = field(default_factory=list)
+    models: list[ModelRecord] = field(default_factory=list)
+    vmodels: list[VModelRecord] = field(default_factory=list)
+    storage: list[StorageConfig] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+
+
+def demo_plane(now: int = DEMO_NOW_MS) -> DemoPlane:
+    d = DemoPlane()
+    spec: list[tuple[str, int, dict[str, str], float, int]] = [
+        # id, size MiB, copies {pod: state}, rpm, last used minutes ago
+        ("mnist-v1", 12, {"pod-0": "loaded", "pod-1": "loaded"}, 42.0, 0),
+        ("mnist-v2", 12, {"pod-2": "loaded"}, 8.5, 1),
+        ("resnet18", 46, {"pod-0": "loaded"}, 3.2, 2),
+        ("bert-tiny", 18, {"pod-1": "loaded"}, 1.0, 6),
+        ("fraud-gbm", 8, {"pod-2": "loaded", "pod-0": "loaded"}, 120.0, 0),
+        ("churn-lr", 1, {"pod-1": "loaded"}, 0.4, 14),
+        ("iris-svm", 1, {"pod-2": "loading"}, 0.0, 0),
+        ("yolo-nano", 64, {}, 0.0, 38),
+        ("sentiment-distil", 92, {"pod-1": "loaded"}, 5.1, 3),
+        ("recsys-mf", 33, {"pod-0": "loaded"}, 11.0, 1),
+        ("ocr-crnn", 27, {}, 0.0, 95),
+        ("anomaly-ae", 5, {"pod-2": "loaded"}, 0.7, 22),
+    ]
+    for model_id, size, copies, rpm, ago_min in spec:
+        d.models.append(ModelRecord(
+            model_id=model_id, path=f"models/{model_id}.onnx", key="minio" if "v" in model_id else "default",
+            created_ms=now - 3 * 3600_000, last_used_ms=now - ago_min * MIN - 5_000, size=size * MIB,
+            file_size=size * MIB // 2,
+            copies={p: CopyInfo(state=s, since_ms=now - 30 * MIN, size=size * MIB)
+                    for p, s in copies.items()},
+            rpm=rpm,
+        ))
+    d.models.append(ModelRecord(
+        model_id="broken-net", path="models/broken-net.onnx", created_ms=now - 20 * MIN,
+        last_used_ms=now - 7 * MIN,
+        failed={"pod-1": FailureInfo(now - 7 * MIN, "InvalidProtobuf: file is not an ONNX model"),
+                "pod-2": FailureInfo(now - 6 * MIN, "InvalidProtobuf: file is not an ONNX model")},
+    ))
+    for i, pod_id in enumerate(("pod-0", "pod-1", "pod-2")):
+        held = [m for m in d.models if pod_id in m.copies]
+        d.pods.append(InstanceRecord(
+            pod_id=pod_id, endpoint=f"127.0.0.1:{8033 + i}", capacity=256 * MIB,
+            used=sum(m.size for m in held), count=len(held),
+            loading=sum(1 for m in held if m.copies[pod_id].state == "loading"),
+            rpm=sum(m.rpm for m in held), started_ms=now - 3 * 3600_000, updated_ms=now,
+        ))
+    d.vmodels = [
+        VModelRecord("mnist", active="mnist-v1", target="mnist-v2", owner="team-vision",
+                     updated_ms=now - 2 * MIN),
+        VModelRecord("fraud", active="fraud-gbm", target="fraud-gbm", owner="team-risk",
+                     updated_ms=now - 55 * MIN),
+    ]
+    d.storage = [
+        StorageConfig("default", "local", {"path": "/srv/models"}),
+        StorageConfig("minio", "s3", {"endpoint_url": "http://minio.local:9000", "default_bucket": "models",
+                                      "access_key_id": "AKIADEMOACCESSKEY01", "secret_access_key":
+                                      "demo/secret/key/that/is/long/enough42"}),
+    ]
+    events: list[tuple[int, str, str, str, int, str]] = [
+        (29 * 60, "register", "yolo-nano", "", 0, "default:models/yolo-nano.onnx"),
+        (28 * 60, "loaded", "yolo-nano", "pod-2", 64, "loaded in 1.8s"),
+        (22 * 60, "loaded", "anomaly-ae", "pod-2", 5, "loaded in 0.3s"),
+        (17 * 60, "loaded", "sentiment-distil", "pod-1", 92, "loaded in 3.9s"),
+        (15 * 60, "evict", "ocr-crnn", "pod-1", 27, "evicted for sentiment-distil, last used 80m ago"),
+        (9 * 60, "load", "broken-net", "pod-1", 0, "first request"),
+        (7 * 60, "load-failed", "broken-net", "pod-1", 0, "InvalidProtobuf: file is not an ONNX model"),
+        (6 * 60, "load-failed", "broken-net", "pod-2", 0, "InvalidProtobuf: file is not an ONNX model"),
+        (4 * 60, "loaded", "recsys-mf", "pod-0", 33, "loaded in 0.9s"),
+        (3 * 60, "evict", "yolo-nano", "pod-2", 64, "evicted for mnist-v2, last used 34m ago"),
+        (3 * 60 - 2, "loaded", "mnist-v2", "pod-2", 12, "loaded in 0.4s"),
+        (2 * 60, "vmodel", "mnist-v2", "", 0, "vmodel mnist -> mnist-v2 (transition)"),
+        (90, "unload", "churn-lr", "pod-2", 1, "copy count above need"),
+        (40, "load", "iris-svm", "pod-2", 0, "ensureLoaded"),
+    ]
+    for i, (secs_ago, kind, model, pod, size, reason) in enumerate(events):
+        ev = Event(kind, model=model, pod=pod, size=size * MIB, reason=reason, time_ms=now - secs_ago * 1000)
+        ev.key = f"{ev.time_ms * 1000 + i:020d}-{pod or 'api'}"
+        d.events.append(ev)
+    return d
+
+
+def demo_state(now: int = DEMO_NOW_MS) -> PlaneState:
+    d = demo_plane(now)
+    changes: list[Change] = []
+    changes += [Change("models", m.model_id, m) for m in d.models]
+    changes += [Change("instances", p.pod_id, p) for p in d.pods]
+    changes += [Change("vmodels", v.vmodel_id, v) for v in d.vmodels]
+    changes += [Change("storage", s.key, s.masked()) for s in d.storage]
+    changes += [Change("events", e.key, e) for e in d.events]
+    return PlaneState.from_changes(changes)
+
+
+async def write_demo(registry: Registry, now: int, *, lease: Any = None) -> DemoPlane:
+    """Write the demo plane into etcd. Pods need a lease (as live pods hold one)."""
+    d = demo_plane(now)
+    for m in d.models:
+        await registry.update_model(m.model_id, lambda _old, m=m: m, create=True)
+    for s in d.storage:
+        await registry.put_storage(s)
+    for v in d.vmodels:
+        await registry.update_vmodel(v.vmodel_id, lambda _old, v=v: v)
+    for p in d.pods:
+        await registry.put_instance(p, lease)
+    for e in d.events:
+        await registry.add_event(Event(e.kind, e.model, e.pod, e.size, e.reason, e.time_ms))
+    return d
