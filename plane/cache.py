@@ -9,6 +9,7 @@ still loading and pinned copies are never chosen as victims.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 __all__ = ["CacheEntry", "WeightedLRU", "NoRoom"]
@@ -78,15 +79,21 @@ class WeightedLRU:
             return entry.last_used_ms
         return 0
 
-    def plan_admission(self, size: int, *, exclude: str | None = None) -> list[CacheEntry]:
-        """The least recently used evictable entries whose removal lets ``size`` bytes fit.
+    def plan_admission(self, size: int, *, exclude: str | None = None,
+                       key: Callable[[CacheEntry], float] | None = None) -> list[CacheEntry]:
+        """The evictable entries whose removal lets ``size`` bytes fit: least recently used first,
+        or, with ``key``, lowest ``key(entry)`` first (least recently used first among equals).
         Raises :class:`NoRoom` when no choice of victims is enough."""
         need = size - self.free
         if need <= 0:
             return []
         victims: list[CacheEntry] = []
         freed = 0
-        for entry in self._entries.values():
+        candidates: Iterable[CacheEntry] = self._entries.values()
+        if key is not None:
+            # sorted() is stable: entries with equal keys stay in LRU order
+            candidates = sorted(candidates, key=key)
+        for entry in candidates:
             if entry.model_id == exclude or not entry.evictable:
                 continue
             victims.append(entry)

@@ -32,7 +32,7 @@ import grpc
 import grpc.aio
 
 from plane import api, metrics, placement, planner, storage, tls, usage
-from plane.cache import NoRoom, WeightedLRU
+from plane.cache import CacheEntry, NoRoom, WeightedLRU
 from plane.proto import inference_pb2 as ipb
 from plane.proto import inference_pb2_grpc as igrpc
 from plane.proto import mmesh_pb2 as mpb
@@ -472,8 +472,9 @@ class Pod:
         for model_id in used:
             rpm = self._rpm(self._model_rpm[model_id])
 
-            def change(m: ModelRecord, rpm: float = rpm) -> ModelRecord:
+            def change(m: ModelRecord, rpm: float = rpm, n: int = used[model_id]) -> ModelRecord:
                 usage.note_session_start(m, stamp)
+                usage.note_requests(m, n, stamp)
                 m.last_used_ms = max(m.last_used_ms, stamp)
                 usage.update_rate(m, self.pod_id, rpm, stamp)
                 return m
@@ -813,18 +814,25 @@ class Pod:
             await self.registry.add_event(Event("load-failed", model=model_id, pod=self.pod_id, reason=message))
         log.warning("%s", message)
 
+    def eviction_weight(self, entry: CacheEntry) -> float:
+        """Decayed request count of a copy (registry figure + requests not yet flushed)."""
+        return usage.request_weight(self.view.models.get(entry.model_id), time.time() * 1000) + self._usage.get(
+            entry.model_id, 0)
+
     async def _make_room(self, model_id: str, size: int) -> None:
-        victims = self.cache.plan_admission(size, exclude=model_id)
+        victims = self.cache.plan_admission(size, exclude=model_id, key=self.eviction_weight)
         # Remove synchronously (no await in between) so no new request can pick a victim.
         removed = []
         for v in victims:
+            weight = self.eviction_weight(v)
             self.cache.remove(v.model_id)
             self.sessions.pop(v.model_id, None)
-            removed.append(v)
-        for v in removed:
+            removed.append((v, weight))
+        for v, weight in removed:
             age = now_ms() - v.last_used_ms
             self.metrics.eviction(age)
-            reason = f"evicted for {model_id}, last used {_ago(v.last_used_ms)}" if model_id else "over capacity"
+            why = f"last used {_ago(v.last_used_ms)}, {weight:.1f} recent requests"
+            reason = f"evicted for {model_id}, {why}" if model_id else f"over capacity, {why}"
             with contextlib.suppress(Exception):
                 await self._registry_drop_copy(v.model_id)
                 await self.registry.add_event(Event("evict", model=v.model_id, pod=self.pod_id, size=v.size,

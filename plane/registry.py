@@ -106,6 +106,8 @@ class ModelRecord:
     pod_rpm: dict[str, list[float]] = field(default_factory=dict)  # pod -> [rpm, reported at ms]
     rpm_avg: float = 0.0  # slow moving average of rpm: the baseline a trend is measured against
     starts: list[int] = field(default_factory=list)  # start times of recent use sessions (after idle gaps)
+    freq: float = 0.0  # request count decayed with a half-life (usage.FREQ_HALF_LIFE_MS), as of freq_ms
+    freq_ms: int = 0
     # tensor metadata learned at first load: {"inputs": [[name, datatype, shape]], "outputs": [...]}
     io: dict[str, list] = field(default_factory=dict)
 

@@ -39,10 +39,34 @@ SESSION_GAP_MS = 10 * 60 * 1000  # idle this long, and the next request starts a
 MAX_STARTS = 12  # session starts kept per model
 RECENCY_HALF_LIFE_MS = 20 * 60 * 1000
 PERIODIC_MAX_CV = 0.25  # gaps within 25% of each other count as a period
-PERIODIC_MIN_SESSIONS = 3
+PERIODIC_MIN_SESSIONS = 4  # three regular gaps before a period is trusted
 PERIODIC_LEAD_FRACTION = 0.1  # start expecting a session this fraction of the period early
 PERIODIC_LEAD_MAX_MS = 10 * 60 * 1000
 RPM_AVG_ALPHA = 0.05
+RATE_FRESH_MS = 120_000  # a pod's reported rate counts for this long
+FREQ_HALF_LIFE_MS = 5 * 60 * 1000  # request counts halve every 5 idle minutes (eviction order)
+
+
+def note_requests(rec: ModelRecord, n: int, now_ms: int) -> None:
+    """Add ``n`` requests to the model's decayed request count. Each pod adds its own count at
+    its usage flush; the decay depends only on the clock, so the additions commute."""
+    rec.freq = round(request_weight(rec, now_ms) + n, 4)
+    rec.freq_ms = now_ms
+
+
+def request_weight(rec: ModelRecord | None, now_ms: float) -> float:
+    """The decayed request count now: how much a copy of this model is worth keeping.
+    Pods evict the copies with the lowest weight first (least recently used among equals):
+    recency alone lets the long tail of a Zipf workload push out the popular models."""
+    if rec is None or rec.freq <= 0:
+        return 0.0
+    return rec.freq * 0.5 ** (max(0.0, now_ms - rec.freq_ms) / FREQ_HALF_LIFE_MS)
+
+
+def fresh_rpm(rec: ModelRecord, now_ms: int) -> float:
+    """The model's rate from pod reports that are still fresh (an idle model's last report
+    must not keep it 'busy')."""
+    return sum(v[0] for v in rec.pod_rpm.values() if now_ms - v[1] <= RATE_FRESH_MS)
 
 
 def note_session_start(rec: ModelRecord, now_ms: int) -> None:
@@ -51,7 +75,7 @@ def note_session_start(rec: ModelRecord, now_ms: int) -> None:
         rec.starts = [*rec.starts, now_ms][-MAX_STARTS:]
 
 
-def update_rate(rec: ModelRecord, pod_id: str, rpm: float, now_ms: int, *, fresh_ms: int = 120_000) -> None:
+def update_rate(rec: ModelRecord, pod_id: str, rpm: float, now_ms: int, *, fresh_ms: int = RATE_FRESH_MS) -> None:
     """Record this pod's rate and recompute the model's total and slow average."""
     rec.pod_rpm[pod_id] = [round(rpm, 2), now_ms]
     rec.pod_rpm = {p: v for p, v in rec.pod_rpm.items() if now_ms - v[1] <= fresh_ms}
@@ -95,8 +119,9 @@ def periodic_probability(rec: ModelRecord, now_ms: int, horizon_ms: int) -> floa
 def use_probability(rec: ModelRecord, now_ms: int, *, horizon_ms: int = 5 * 60 * 1000) -> float:
     """How likely a request for this model is within ``horizon_ms`` (a score in [0, 1])."""
     horizon_min = horizon_ms / 60000
-    p_rate = 1.0 - math.exp(-rec.rpm * horizon_min) if rec.rpm > 0 else 0.0
-    if rec.rpm > 0 and rec.rpm_avg > 0 and rec.rpm > 1.5 * rec.rpm_avg:
+    rpm = fresh_rpm(rec, now_ms)
+    p_rate = 1.0 - math.exp(-rpm * horizon_min) if rpm > 0 else 0.0
+    if rpm > 0 and rec.rpm_avg > 0 and rpm > 1.5 * rec.rpm_avg:
         p_rate = min(1.0, p_rate + 0.1)  # rising
     p_periodic = periodic_probability(rec, now_ms, horizon_ms)
     idle = max(0, now_ms - rec.last_used_ms)

@@ -72,3 +72,24 @@ def test_excluded_model_is_not_its_own_victim():
     loaded(c, "a", 90, 1)
     with pytest.raises(NoRoom):
         c.plan_admission(50, exclude="a")
+
+
+def test_key_orders_victims_lowest_weight_first_lru_among_equals():
+    c = WeightedLRU(100)
+    for i, name in enumerate("abcd"):
+        loaded(c, name, 25, i)
+    weight = {"a": 9.0, "b": 0.5, "c": 0.5, "d": 3.0}
+    victims = c.plan_admission(40, key=lambda e: weight[e.model_id])
+    assert [v.model_id for v in victims] == ["b", "c"]  # b before c: equal weight, b used earlier
+
+
+def test_decayed_request_count():
+    from plane import usage
+    from plane.registry import ModelRecord
+
+    rec = ModelRecord("m")
+    usage.note_requests(rec, 10, 0)
+    usage.note_requests(rec, 10, usage.FREQ_HALF_LIFE_MS)  # the first 10 are worth 5 by now
+    assert rec.freq == 15
+    assert usage.request_weight(rec, 2 * usage.FREQ_HALF_LIFE_MS) == 7.5
+    assert usage.request_weight(None, 0) == 0.0
