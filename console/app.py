@@ -141,7 +141,7 @@ class MeshConsole(App[None]):
             state = client.run_async(read_state(client.registry))
             self.post_message(PlaneConnected(client.etcd_endpoint, state))
             client.run_async(follow(client.registry, state.revision + 1, emit, stop),
-                             timeout=None)  # type: ignore[arg-type] - runs until stop or failure
+                             timeout=None)  # runs until stop or failure
         except Exception as exc:  # noqa: BLE001
             if not stop.is_set():
                 self.post_message(PlaneLost(str(exc), RECONNECT_S))

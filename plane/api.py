@@ -193,11 +193,12 @@ class PlaneClient:
     def etcd_endpoint(self) -> str:
         return self.registry.endpoint
 
-    def _run(self, coro: Coroutine[Any, Any, T], timeout: float = CALL_TIMEOUT_S) -> T:
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = CALL_TIMEOUT_S) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
-    def run_async(self, coro: Coroutine[Any, Any, T], timeout: float = CALL_TIMEOUT_S) -> T:
-        """Run any registry coroutine on this client's loop (for callers that need more)."""
+    def run_async(self, coro: Coroutine[Any, Any, T], timeout: float | None = CALL_TIMEOUT_S) -> T:
+        """Run any registry coroutine on this client's loop (for callers that need more, such as
+        a long-running watch: ``timeout=None``)."""
         return self._run(coro, timeout)
 
     # -- models ---------------------------------------------------------------------------------------

@@ -590,7 +590,8 @@ class Registry:
 
     async def list_events(self, *, since_ms: int = 0, limit: int = 1000) -> list[Event]:
         res = await self._call(self.client.get_prefix(self.table_prefix("events")))
-        events = [Event.from_json(kv.value, kv.key.decode()) for kv in res.kvs]
+        # Event.key is the name inside the events table (as the watch yields it), not the etcd key.
+        events = [Event.from_json(kv.value, self.name_of("events", kv.key)) for kv in res.kvs]
         events.sort(key=lambda e: e.key)
         if since_ms:
             events = [e for e in events if e.time_ms >= since_ms]
