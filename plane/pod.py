@@ -238,7 +238,8 @@ class Pod:
         for model_id, size in todo:
             target = placement.choose_pod_for_load(peers, size=size)
             if target is None:
-                return
+                log.warning("no peer has room for %s (%d bytes); it leaves with this pod", model_id, size)
+                continue  # a smaller, less recent model may still fit somewhere
             try:
                 await self._peer_mgmt(target.pod_id).ensureLoaded(
                     mpb.EnsureLoadedRequest(modelId=model_id, sync=True),
@@ -879,12 +880,15 @@ class Pod:
             await self.ensure_local(model_id)
             return
         tried: set[str] = set()
+        last_error: MeshError | None = None
         for _ in range(self.settings.max_load_failures + 1):
             rec = await self.model_record(model_id)
             if any(p in self.view.instances for p in rec.loaded_on()):
                 return
             target = self._choose_loader(rec, exclude=tried)
             if target is None:
+                if last_error is not None:
+                    raise last_error  # the reason the loads failed, not just "no pod left"
                 raise MeshError(grpc.StatusCode.UNAVAILABLE, f"no pod can load model {model_id!r}")
             if target == self.pod_id:
                 try:
@@ -894,6 +898,7 @@ class Pod:
                     if not exc.load_failed:
                         raise
                     tried.add(target)
+                    last_error = exc
                     continue
             try:
                 await self._peer_mgmt(target).ensureLoaded(
@@ -906,6 +911,9 @@ class Pod:
                 if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL,
                                       grpc.StatusCode.FAILED_PRECONDITION):
                     raise MeshError(exc.code(), exc.details() or "load failed") from None
+                last_error = MeshError(exc.code(), exc.details() or "load failed", load_failed=True)
+        if last_error is not None:
+            raise last_error
         raise MeshError(grpc.StatusCode.INTERNAL, f"model {model_id!r} failed to load on {len(tried)} pods")
 
     def background(self, coro: Awaitable[Any], what: str) -> None:

@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -324,6 +325,9 @@ class Registry:
         self.events_max = events_max
         self._events_written = 0
         self._event_seq = 0
+        # Several processes write events; a token per client keeps two writes in one millisecond
+        # from sharing a key (and one replacing the other).
+        self._event_token = uuid.uuid4().hex[:8]
 
     # -- connection ---------------------------------------------------------------------------------
 
@@ -573,7 +577,7 @@ class Registry:
         """Append to the event log; every few writes, trim it to ``events_max`` entries."""
         ev.time_ms = ev.time_ms or now_ms()
         self._event_seq = (self._event_seq + 1) % 1000
-        name = f"{ev.time_ms * 1000 + self._event_seq:020d}-{ev.pod or 'api'}"
+        name = f"{ev.time_ms * 1000 + self._event_seq:020d}-{ev.pod or 'api'}-{self._event_token}"
         await self._call(self.client.put(self.key("events", name), ev.to_json()))
         self._events_written += 1
         if self._events_written % EVENT_TRIM_EVERY == 0:
