@@ -199,7 +199,7 @@ class ScoredLRU(WeightedLRU):
 class SimConfig:
     n_pods: int = 3
     capacity_fraction: float = 0.10  # total capacity / total size of the models
-    model_size: int = 64 * MIB  # every model has this measured size (file size = half: size_multiplier 2)
+    model_size: int = 64 * MIB  # every model has this measured size (its file is sized so the prediction is exact)
     load_ms: int = 50
     max_loads: int = 1  # MeshSettings.max_concurrent_loads
     usage_flush_s: float = 2.0
@@ -255,9 +255,13 @@ class PlaneSim:
         self.cfg = cfg
         self.rng = random.Random(cfg.seed)
         size = cfg.model_size
+        mult = cfg.planner_settings.size_multiplier
+        file_size = int((size - placement.SESSION_OVERHEAD_BYTES) / mult)
+        while placement.predict_size(file_size, mult) < size:
+            file_size += 1
         self.names = [trace_mod.model_name(i) for i in range(trace.n_models)]
         self.records = {
-            n: ModelRecord(model_id=n, path=f"{n}.onnx", created_ms=T0_MS, file_size=size // 2) for n in self.names
+            n: ModelRecord(model_id=n, path=f"{n}.onnx", created_ms=T0_MS, file_size=file_size) for n in self.names
         }
         self.slots = max(1, round(trace.n_models * cfg.capacity_fraction))
         per = [self.slots // cfg.n_pods + (1 if i < self.slots % cfg.n_pods else 0) for i in range(cfg.n_pods)]
@@ -287,7 +291,7 @@ class PlaneSim:
 
     # Pod._choose_loader
     def _choose_loader(self, rec: ModelRecord) -> SimPod | None:
-        size = rec.size or int(rec.file_size * self.cfg.planner_settings.size_multiplier) or 1
+        size = rec.size or placement.predict_size(rec.file_size, self.cfg.planner_settings.size_multiplier)
         recs = [p.instance_record(self.now) for p in self.pod_list]
         choice = placement.choose_pod_for_load(recs, size=size, rng=self.rng)
         return self.pods[choice.pod_id] if choice else None
@@ -311,7 +315,7 @@ class PlaneSim:
     # Pod._load up to the fetch (inside the load semaphore)
     def _start_load(self, pod: SimPod, name: str, t: int) -> None:
         rec = self.records[name]
-        predicted = rec.size or max(4096, int(rec.file_size * self.cfg.planner_settings.size_multiplier))
+        predicted = rec.size or placement.predict_size(rec.file_size, self.cfg.planner_settings.size_multiplier)
         try:
             self._make_room(pod, name, predicted)
         except NoRoom:

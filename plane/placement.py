@@ -13,7 +13,17 @@ from collections.abc import Iterable, Mapping
 
 from plane.registry import InstanceRecord
 
-__all__ = ["choose_pod_for_load", "choose_copy", "rank_pods_for_load", "NEAR_EQUAL_FREE_FRACTION"]
+__all__ = ["choose_pod_for_load", "choose_copy", "rank_pods_for_load", "predict_size", "NEAR_EQUAL_FREE_FRACTION",
+           "SESSION_OVERHEAD_BYTES"]
+
+# Measured (bench/model_sizes.py): an onnxruntime session costs 30-150 KiB besides its weights.
+SESSION_OVERHEAD_BYTES = 64 * 1024
+
+
+def predict_size(file_size: int, multiplier: float) -> int:
+    """Memory a model is expected to take before its first load (then replaced by the measured
+    figure): file size x multiplier + a fixed per-session overhead."""
+    return int(file_size * multiplier) + SESSION_OVERHEAD_BYTES
 
 # Pods whose free space differs by less than this fraction of capacity count as equal,
 # so that load spreads randomly instead of always landing on one pod.

@@ -42,12 +42,12 @@ class PlannerSettings:
     preload_threshold: float = 0.3
     horizon_ms: int = 5 * 60 * 1000
     max_actions: int = 8
-    size_multiplier: float = 2.0
+    size_multiplier: float = 3.0
     failure_expiry_ms: int = 900_000
 
 
 def _size(rec: ModelRecord, s: PlannerSettings) -> int:
-    return rec.size or int(rec.file_size * s.size_multiplier) or 4096
+    return rec.size or placement.predict_size(rec.file_size, s.size_multiplier)
 
 
 def plan(

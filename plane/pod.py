@@ -637,7 +637,7 @@ class Pod:
 
     def _choose_loader(self, rec: ModelRecord, *, exclude: set[str]) -> str | None:
         failed = set(rec.live_failures(now_ms(), self._expiry_ms()))
-        size = rec.size or int(rec.file_size * self.settings.size_multiplier) or 1
+        size = rec.size or placement.predict_size(rec.file_size, self.settings.size_multiplier)
         pods = [p for p in self.view.instances.values() if not p.shutting_down]
         if self.pod_id not in self.view.instances and not self.shutting_down:
             pods.append(self.instance_record())
@@ -713,11 +713,16 @@ class Pod:
                         raise MeshError(grpc.StatusCode.FAILED_PRECONDITION,
                                         f"storage key {rec.key!r} of model {model_id} is not configured: "
                                         "add it with `mesh storage set`", load_failed=True)
+                    head = None
                     if rec.size:
                         predicted = rec.size
                     else:
-                        file_size = await asyncio.to_thread(storage.object_size, cfg, rec.path)
-                        predicted = max(4096, int(file_size * self.settings.size_multiplier))
+                        if cfg.type == "s3":
+                            head = await asyncio.to_thread(storage.s3_head, cfg, rec.path)
+                            file_size = int(head["ContentLength"])
+                        else:
+                            file_size = await asyncio.to_thread(storage.object_size, cfg, rec.path)
+                        predicted = placement.predict_size(file_size, self.settings.size_multiplier)
                     await self._make_room(model_id, predicted)
                     self.cache.add(model_id, predicted, time.time() * 1000, loading=True, pinned=rec.pinned)
                     added = True
@@ -730,7 +735,8 @@ class Pod:
                         raise MeshError(grpc.StatusCode.NOT_FOUND, f"model {model_id!r} was unregistered")
                     await self.registry.add_event(Event("load", model=model_id, pod=self.pod_id, size=predicted,
                                                         reason=f"{rec.key}:{rec.path}"))
-                    path, source = await asyncio.to_thread(storage.fetch_model_file, cfg, rec.path, self.disk_cache)
+                    path, source = await asyncio.to_thread(storage.fetch_model_file, cfg, rec.path, self.disk_cache,
+                                                           head)
                     sess = await asyncio.to_thread(
                         load_session, model_id, path, intra_threads=self.settings.intra_threads, source=source
                     )

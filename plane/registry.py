@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import aetcd
 import aetcd.exceptions
+import aetcd.utils
 
 __all__ = [
     "ModelRecord",
@@ -45,6 +46,7 @@ __all__ = [
 ]
 
 CAS_MAX_ATTEMPTS = 64
+ETCD_MAX_MESSAGE_BYTES = 1024**3
 EVENT_TRIM_EVERY = 50
 EVENT_KINDS = ("register", "unregister", "load", "loaded", "unload", "evict", "load-failed", "vmodel", "leader", "plan")
 
@@ -349,12 +351,17 @@ class Registry:
         last: Exception | None = None
         # aetcd speaks to one endpoint; try each in turn until one answers.
         credentials = _etcd_credentials(tls)
+        # A registry of many thousand models is read in one range: gRPC's default 4 MiB limit on
+        # received messages would make that read (and a pod's start) fail.
+        options = {"grpc.max_receive_message_length": ETCD_MAX_MESSAGE_BYTES,
+                   "grpc.max_send_message_length": ETCD_MAX_MESSAGE_BYTES}
         for host, port in endpoints:
             if credentials is not None:
                 client: aetcd.Client = _TLSClient(host=host, port=port, username=username, password=password,
-                                                  timeout=timeout, credentials=credentials)
+                                                  timeout=timeout, credentials=credentials, options=options)
             else:
-                client = aetcd.Client(host=host, port=port, username=username, password=password, timeout=timeout)
+                client = aetcd.Client(host=host, port=port, username=username, password=password, timeout=timeout,
+                                      options=options)
             try:
                 await client.connect()
                 await asyncio.wait_for(client.get(b"\0"), timeout)
@@ -618,8 +625,11 @@ class Registry:
             await watch.cancel()
 
     async def snapshot_with_revision(self) -> tuple[dict[str, list[tuple[str, bytes]]], int]:
-        """All tables in one consistent read, with the revision to watch from."""
-        res = await self._call(self.client.get_prefix(f"{self.prefix}/".encode()))
+        """All tables but the event log in one consistent read, with the revision to watch from.
+        ("events" sorts before every other table name, so one range starting after it covers
+        instances, leader, models, storage and vmodels.)"""
+        root = f"{self.prefix}/".encode()
+        res = await self._call(self.client.get_range(root + b"events0", aetcd.utils.prefix_range_end(root)))
         tables: dict[str, list[tuple[str, bytes]]] = {}
         for kv in res.kvs:
             key = kv.key.decode()[len(self.prefix) + 1 :]

@@ -10,6 +10,7 @@ and symlinks that leave the root are refused.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pathlib
 import shutil
@@ -91,6 +92,23 @@ def validate_config(key: str, type: str, params: dict[str, Any]) -> StorageConfi
 
 
 def _s3_client(cfg: StorageConfig):
+    """A boto3 client for this config, reused across loads (clients are thread-safe and cost
+    milliseconds to build)."""
+    key = json.dumps(cfg.params, sort_keys=True, default=str)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            if len(_clients) >= 32:
+                _clients.clear()
+            client = _clients[key] = _new_s3_client(cfg)
+        return client
+
+
+_clients: dict[str, Any] = {}
+_clients_lock = threading.Lock()
+
+
+def _new_s3_client(cfg: StorageConfig):
     import boto3
     from botocore.config import Config
 
@@ -190,12 +208,7 @@ def object_size(cfg: StorageConfig, path: str) -> int:
             raise StorageError(f"model file {path!r} not found in local storage {cfg.key!r}")
         return target.stat().st_size
     if cfg.type == "s3":
-        check_relative_path(path)
-        try:
-            head = _s3_client(cfg).head_object(Bucket=cfg.params["default_bucket"], Key=path)
-        except Exception as exc:  # noqa: BLE001
-            raise StorageError(_describe_s3_error(exc, cfg)) from exc
-        return int(head["ContentLength"])
+        return int(s3_head(cfg, path)["ContentLength"])
     raise StorageError(f"storage type {cfg.type!r} of key {cfg.key!r} cannot be read by this plane")
 
 
@@ -258,8 +271,19 @@ class DiskCache:
                 victim.unlink(missing_ok=True)
 
 
-def fetch_model_file(cfg: StorageConfig, path: str, cache: DiskCache | None) -> tuple[pathlib.Path, str]:
-    """Return a local file holding the model and where it came from ('local', 'disk-cache', 's3')."""
+def s3_head(cfg: StorageConfig, path: str) -> dict[str, Any]:
+    """The object's metadata (size, ETag): one request, reused by :func:`fetch_model_file`."""
+    check_relative_path(path)
+    try:
+        return dict(_s3_client(cfg).head_object(Bucket=cfg.params["default_bucket"], Key=path))
+    except Exception as exc:  # noqa: BLE001
+        raise StorageError(_describe_s3_error(exc, cfg)) from exc
+
+
+def fetch_model_file(cfg: StorageConfig, path: str, cache: DiskCache | None,
+                     head: dict[str, Any] | None = None) -> tuple[pathlib.Path, str]:
+    """Return a local file holding the model and where it came from ('local', 'disk-cache', 's3').
+    ``head`` (from :func:`s3_head`) saves a second metadata request."""
     if cfg.type == "local":
         target = _resolve_local(cfg, path)
         if not target.is_file():
@@ -270,7 +294,7 @@ def fetch_model_file(cfg: StorageConfig, path: str, cache: DiskCache | None) -> 
         bucket = cfg.params["default_bucket"]
         client = _s3_client(cfg)
         try:
-            head = client.head_object(Bucket=bucket, Key=path)
+            head = head or client.head_object(Bucket=bucket, Key=path)
         except Exception as exc:  # noqa: BLE001
             if cache is not None:
                 # S3 unreachable: a cached copy of this path (any version) still serves.

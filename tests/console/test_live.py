@@ -9,7 +9,7 @@ from __future__ import annotations
 import pathlib
 
 import pytest
-from conftest import SIZE, wait_for
+from tests_console_support import SIZE, wait_for
 from textual.widgets import Checkbox, Input, Select
 
 from console.app import MeshConsole
@@ -156,13 +156,13 @@ async def test_storage_form_and_test_against_s3(settings, s3_server):
         result = storage.query_one("#storage-test-result")
         await wait_for(pilot, lambda: "✓" in str(result.render()), timeout=30, what="a successful test")
         text = str(result.render())
-        assert "bucket 'models' readable, 2 object(s) listed" in text and "mnist/model.onnx" in text
+        assert f"bucket '{s3_server['bucket']}' readable, 2 object(s) listed" in text and "mnist/model.onnx" in text
 
         # the same endpoint with a wrong secret: the test says the credentials were refused
         client = app.require_client()
         await pilot.pause()
         client_params = {**{k: s3_server[k] for k in ("endpoint_url", "access_key_id")},
-                         "default_bucket": "models", "secret_access_key": "not-the-secret-at-all"}
+                         "default_bucket": s3_server["bucket"], "secret_access_key": "not-the-secret-at-all"}
         client.set_storage("s3-bad", "s3", client_params)
         await wait_for(pilot, lambda: storage.table.has_key("s3-bad"), what="s3-bad in the table")
         storage.table.select_key("s3-bad")

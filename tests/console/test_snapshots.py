@@ -7,7 +7,7 @@ and look at the SVGs in ``__snapshots__/`` before committing them.
 from __future__ import annotations
 
 import pytest
-from conftest import SIZE
+from tests_console_support import SIZE
 
 from console.screens.models import ModelsScreen
 from plane.settings import MeshSettings

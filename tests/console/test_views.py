@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import io
 
-from conftest import SIZE, wait_for
 from rich.console import Console
+from tests_console_support import SIZE, wait_for
 from textual.command import CommandList
 
 from console.demo import DEMO_NOW_MS

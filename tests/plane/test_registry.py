@@ -114,3 +114,23 @@ def test_records_round_trip_json_and_ignore_unknown_fields():
     assert again == rec
     assert ModelRecord.from_json(b'{"model_id": "m", "future_field": 1}').model_id == "m"
     assert again.status() == "LOADING"
+
+
+async def test_snapshot_of_a_registry_larger_than_grpc_default_message_limit(etcd_endpoint, prefix):
+    """More than 4 MiB of records (gRPC's default receive limit) still read in one snapshot, and
+    the event log is not part of it."""
+    reg = await connect(etcd_endpoint, prefix)
+    try:
+        filler = [["input", "FP32", [-1, 64]]] * 300  # ~7 KiB of tensor metadata per record
+        recs = [ModelRecord(f"big-{i}", path="p", io={"inputs": filler, "outputs": filler}) for i in range(700)]
+        assert await reg.put_models(recs, batch=16) == 700
+        await reg.add_event(Event("load", model="big-0", pod="p"))
+        tables, revision = await reg.snapshot_with_revision()
+        assert len(tables["models"]) == 700 and revision > 0
+        assert sum(len(v) for _, v in tables["models"]) > 4 * 1024 * 1024
+        assert "events" not in tables
+        view = RegistryView(reg)
+        await view.resync()
+        assert len(view.models) == 700
+    finally:
+        await reg.close()
