@@ -501,6 +501,10 @@ def cmd_storage_set(args: argparse.Namespace) -> int:
     secret = _secret_value(args)
     if secret:
         params["secret_access_key"] = secret
+    if args.secret_from_pod_env:
+        params["secret_access_key_env"] = args.secret_from_pod_env
+    if args.secret_from_pod_file:
+        params["secret_access_key_file"] = args.secret_from_pod_file
     with _client(args) as client:
         cfg = client.set_storage(args.key, typ, params)
         masked = cfg.masked()
@@ -725,6 +729,10 @@ def build_parser() -> argparse.ArgumentParser:
     sec.add_argument("--secret-access-key", help="s3 secret (prefer --secret-access-key-env/-file)")
     sec.add_argument("--secret-access-key-env", help="read the s3 secret from this environment variable")
     sec.add_argument("--secret-access-key-file", help="read the s3 secret from this file")
+    sec.add_argument("--secret-from-pod-env", metavar="VAR",
+                     help="store no secret: the pods read it from their environment variable VAR")
+    sec.add_argument("--secret-from-pod-file", metavar="PATH",
+                     help="store no secret: the pods read it from the file PATH (e.g. a mounted Secret)")
     p.set_defaults(func=cmd_storage_set)
     p = ssub.add_parser("list")
     _common(p)

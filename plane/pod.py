@@ -58,6 +58,7 @@ __all__ = ["Pod", "MeshError", "main", "HOP_HEADER"]
 log = logging.getLogger("mesh.pod")
 
 HOP_HEADER = "mm-internal-hop"
+_HOP_METADATA = ((HOP_HEADER, "1"),)
 PEER_UNLOAD = "/meshinternal.Peer/Unload"  # pod-to-pod only: the leader asks a pod to drop a copy
 SERVER_NAME = "mesh-plane"
 SERVER_VERSION = "0.1.0"
@@ -123,6 +124,7 @@ class Pod:
         self._pending_loader: dict[str, tuple[str, float]] = {}  # model -> (loader pod, until)
         self.in_flight = 0
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._stubs: dict[str, igrpc.GRPCInferenceServiceStub] = {}
         self._usage: dict[str, int] = defaultdict(int)  # requests since last flush
         self._last_used: dict[str, float] = {}
         self._req_times: deque[float] = deque()
@@ -352,6 +354,7 @@ class Pod:
             asyncio.get_running_loop().create_task(self._unload(name, reason="model unregistered"))
         elif table == "instances" and new is None and name != self.pod_id:
             self._channels.pop(name, None)
+            self._stubs.pop(name, None)
             if self._is_janitor():
                 asyncio.get_running_loop().create_task(self._purge_dead_pod(name))
 
@@ -668,9 +671,11 @@ class Pod:
         return mgrpc.ModelMeshStub(self._channel(pod_id))
 
     async def forward(self, pod_id: str, method: str, request: Any, metadata: Any) -> Any:
-        stub = igrpc.GRPCInferenceServiceStub(self._channel(pod_id))
+        stub = self._stubs.get(pod_id)
+        if stub is None:  # one stub per peer: building one costs more than the call's own Python work
+            stub = self._stubs[pod_id] = igrpc.GRPCInferenceServiceStub(self._channel(pod_id))
         md = tuple((k, v) for k, v in (metadata or ()) if k.startswith("mm-") and k != HOP_HEADER)
-        md += ((HOP_HEADER, "1"),)
+        md += _HOP_METADATA
         self.peer_in_flight[pod_id] += 1
         try:
             return await getattr(stub, method)(request, metadata=md, timeout=FORWARD_TIMEOUT_S)

@@ -72,8 +72,13 @@ def validate_config(key: str, type: str, params: dict[str, Any]) -> StorageConfi
             params["default_bucket"] = params.pop("bucket")
         params.pop("bucket", None)
         for name in ("access_key_id", "secret_access_key"):
-            if not params.get(name):
-                raise ValidationError(f"an s3 storage config needs '{name}'")
+            refs = [r for r in (f"{name}_env", f"{name}_file") if params.get(r)]
+            if params.get(name) and refs:
+                raise ValidationError(f"give '{name}' or '{refs[0]}', not both")
+            if not params.get(name) and not refs:
+                raise ValidationError(
+                    f"an s3 storage config needs '{name}' (or '{name}_env' / '{name}_file': the name of "
+                    "an environment variable or file the pods read it from, so etcd never holds it)")
         if not params.get("default_bucket"):
             raise ValidationError("an s3 storage config needs 'default_bucket' (or 'bucket')")
         url = params.get("endpoint_url", "")
@@ -116,8 +121,8 @@ def _new_s3_client(cfg: StorageConfig):
     return boto3.client(
         "s3",
         endpoint_url=p.get("endpoint_url") or None,
-        aws_access_key_id=p.get("access_key_id"),
-        aws_secret_access_key=p.get("secret_access_key"),
+        aws_access_key_id=_credential(p, "access_key_id"),
+        aws_secret_access_key=_credential(p, "secret_access_key"),
         region_name=p.get("region") or "us-east-1",
         verify=p.get("certificate_file") or (False if p.get("insecure") else None),
         config=Config(
@@ -127,6 +132,26 @@ def _new_s3_client(cfg: StorageConfig):
             s3={"addressing_style": "path"},
         ),
     )
+
+
+def _credential(params: dict[str, Any], name: str) -> str | None:
+    """A credential given in the config, or read (where it is used: in the pod) from the
+    environment variable ``<name>_env`` or the file ``<name>_file`` names."""
+    if params.get(name):
+        return str(params[name])
+    env = params.get(f"{name}_env")
+    if env:
+        value = os.environ.get(str(env))
+        if not value:
+            raise StorageError(f"environment variable {env} (the config's {name}_env) is not set in this process")
+        return value
+    path = params.get(f"{name}_file")
+    if path:
+        try:
+            return pathlib.Path(str(path)).expanduser().read_text().strip()
+        except OSError as exc:
+            raise StorageError(f"cannot read {name} from {path}: {exc.strerror}") from None
+    return None
 
 
 def _describe_s3_error(exc: Exception, cfg: StorageConfig) -> str:

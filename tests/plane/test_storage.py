@@ -96,3 +96,21 @@ def test_unreachable_s3_is_a_clear_error(tmp_path):
                                      "secret_access_key": "b" * 20, "default_bucket": "m"})
     result = storage.test_config(cfg)
     assert not result.ok and "cannot reach the S3 endpoint" in result.message
+
+
+def test_secret_read_where_it_is_used_never_stored(s3_server, tmp_path, monkeypatch):
+    s3_server["client"].put_object(Bucket="models", Key="ref/model.onnx", Body=b"x")
+    base = {"endpoint_url": s3_server["endpoint_url"], "access_key_id": s3_server["access_key_id"],
+            "default_bucket": "models"}
+    cfg = storage.validate_config("ref", "s3", {**base, "secret_access_key_env": "MESH_TEST_S3_SECRET"})
+    assert "secret_access_key" not in cfg.params  # etcd gets the variable's name only
+    result = storage.test_config(cfg, path="ref/")
+    assert not result.ok and "MESH_TEST_S3_SECRET" in result.message  # not set in this process
+    monkeypatch.setenv("MESH_TEST_S3_SECRET", s3_server["secret_access_key"])
+    assert storage.test_config(cfg, path="ref/").ok
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(s3_server["secret_access_key"] + "\n")
+    cfg = storage.validate_config("ref2", "s3", {**base, "secret_access_key_file": str(secret_file)})
+    assert storage.test_config(cfg, path="ref/").objects == ["ref/model.onnx"]
+    with pytest.raises(ValidationError, match="not both"):
+        storage.validate_config("x", "s3", {**base, "secret_access_key": "a" * 20, "secret_access_key_env": "V"})
