@@ -2,7 +2,8 @@
 
 For N demo models (all estimator kinds × datasets), loaded one at a time on one pod:
 
-* **predicted** — file size × ``size_multiplier`` (default 2.0): what the pod reserves in its
+* **predicted** — file size × ``size_multiplier`` (default 3.0) + 64 KiB per session
+  (``plane.placement.predict_size``): what the pod reserves in its
   cache before the first load (the registry has no measured size yet);
 * **measured (registry)** — ``ModelRecord.size`` after the load: the pod's own RSS growth
   across session creation, floored at the file size;
@@ -14,7 +15,7 @@ Grouped by estimator kind; median per kind.
 
     python bench/model_sizes.py [--models 50] [--reps 2]
 
-No target: the table shows how good the 2.0 multiplier is per kind.
+No target: the table shows how good the prediction is per kind.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import psutil  # noqa: E402
 from harness import embedded_plane, machine_line, table  # noqa: E402
 
-from plane import demo, mgmt_client  # noqa: E402
+from plane import demo, mgmt_client, placement  # noqa: E402
 from plane.api import PlaneClient  # noqa: E402
+from plane.settings import MeshSettings  # noqa: E402
 
 
 def kib(n: float) -> str:
@@ -45,7 +47,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", type=int, default=50)
     ap.add_argument("--reps", type=int, default=2)
-    ap.add_argument("--multiplier", type=float, default=2.0, help="size_multiplier of the plane")
+    ap.add_argument("--multiplier", type=float, default=MeshSettings().size_multiplier,
+                    help="size_multiplier of the plane")
     ap.add_argument("--no-medium", dest="medium", action="store_false",
                     help="leave out the 100-tree forest (3.5 MB) measured next to the demo models")
     ap.add_argument("--json", type=pathlib.Path)
@@ -97,7 +100,7 @@ def main() -> None:
         if not items:
             continue
         files = [d["file"] for d in items]
-        pred = [f * args.multiplier for f in files]
+        pred = [placement.predict_size(int(f), args.multiplier) for f in files]
         reg = [statistics.median(d["registry"]) for d in items]
         out = [statistics.median(d["rss"]) for d in items]
         ratios = [r / p for r, p in zip(reg, pred, strict=True)]

@@ -121,6 +121,7 @@ class Pod:
             settings.resolved_disk_cache_dir() / self.pod_id, settings.disk_cache_bytes
         )
         self.peer_in_flight: dict[str, int] = defaultdict(int)
+        self._max_elements = settings.max_message_bytes  # no tensor can hold more elements than bytes
         self._pending_loader: dict[str, tuple[str, float]] = {}  # model -> (loader pod, until)
         self.in_flight = 0
         self._channels: dict[str, grpc.aio.Channel] = {}
@@ -551,8 +552,8 @@ class Pod:
         t0 = time.perf_counter()
         try:
             try:
-                inputs = decode_inputs(request, sess.inputs, max_elements=self.settings.max_message_bytes)
-                requested = [o.name for o in request.outputs] or None
+                inputs = decode_inputs(request, sess.inputs, max_elements=self._max_elements)
+                requested = [o.name for o in request.outputs] if request.outputs else None
                 if sess.avg_run_us < INLINE_RUN_LIMIT_US:
                     outputs = sess.run(inputs, requested)
                 else:
