@@ -8,23 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 
-from plane.settings import format_size
+from plane.settings import format_age, format_size
 
 __all__ = ["ago", "clock_time", "size", "rate", "bar"]
 
 
 def ago(then_ms: int, now_ms: int) -> str:
     """``4m ago`` style; ``-`` for a time that was never set."""
-    if not then_ms:
-        return "-"
-    secs = max(0, (now_ms - then_ms) // 1000)
-    if secs < 60:
-        return f"{secs}s ago"
-    if secs < 3600:
-        return f"{secs // 60}m ago"
-    if secs < 86400:
-        return f"{secs // 3600}h{(secs % 3600) // 60:02d}m ago"
-    return f"{secs // 86400}d ago"
+    return format_age(then_ms, now_ms)
 
 
 def clock_time(ms: int, tz: dt.tzinfo | None) -> str:

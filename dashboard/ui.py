@@ -10,7 +10,7 @@ import streamlit as st
 
 from plane.api import NotFound, ValidationError
 from plane.registry import RegistryError
-from plane.settings import format_size
+from plane.settings import format_age, format_size
 
 __all__ = ["errors_shown", "fmt_time", "fmt_size", "fmt_ago"]
 
@@ -35,16 +35,7 @@ def fmt_time(ms: int) -> str:
 
 
 def fmt_ago(ms: int, now_ms: int) -> str:
-    if not ms:
-        return "-"
-    s = max(0, (now_ms - ms) // 1000)
-    if s < 120:
-        return f"{s}s ago"
-    if s < 7200:
-        return f"{s // 60}m ago"
-    if s < 172800:
-        return f"{s // 3600}h ago"
-    return f"{s // 86400}d ago"
+    return format_age(ms, now_ms)
 
 
 def fmt_size(n: int) -> str:

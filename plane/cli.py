@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from plane.settings import MeshSettings, format_size, parse_size
+from plane.settings import MeshSettings, format_age, format_size, parse_size
 
 __all__ = ["main", "build_parser"]
 
@@ -66,16 +66,7 @@ def _json(data: Any) -> None:
 
 
 def _ago(ms: int) -> str:
-    if not ms:
-        return "-"
-    s = max(0.0, time.time() - ms / 1000)
-    if s < 90:
-        return f"{s:.0f}s ago"
-    if s < 5400:
-        return f"{s / 60:.0f}m ago"
-    if s < 172800:
-        return f"{s / 3600:.1f}h ago"
-    return f"{s / 86400:.0f}d ago"
+    return format_age(ms, time.time() * 1000)
 
 
 def _progress(transient: bool = False) -> Progress:

@@ -60,7 +60,8 @@ class _RequestStats:
 
 
 def _buckets(counts: list[int]) -> list[tuple[str, float]]:
-    out, running = [], 0
+    out: list[tuple[str, float]] = []
+    running = 0
     for bound, n in zip([*_MS_BUCKETS, float("inf")], counts, strict=True):
         running += n
         out.append(("+Inf" if bound == float("inf") else repr(float(bound)), running))

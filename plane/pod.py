@@ -50,7 +50,7 @@ from plane.registry import (
     now_ms,
 )
 from plane.runtime import ModelLoadError, ModelSession, load_session, warm_up
-from plane.settings import MeshSettings
+from plane.settings import MeshSettings, format_age
 from plane.tensors import TensorError, decode_inputs, encode_outputs
 
 __all__ = ["Pod", "MeshError", "main", "HOP_HEADER"]
@@ -92,12 +92,7 @@ class MeshError(Exception):
 
 
 def _ago(ms: float) -> str:
-    s = max(0.0, (now_ms() - ms) / 1000)
-    if s < 90:
-        return f"{s:.0f}s ago"
-    if s < 5400:
-        return f"{s / 60:.0f}m ago"
-    return f"{s / 3600:.1f}h ago"
+    return format_age(ms, now_ms())
 
 
 class Pod:

@@ -15,7 +15,7 @@ import platformdirs
 from pydantic import BeforeValidator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["MeshSettings", "parse_size", "format_size", "default_state_dir"]
+__all__ = ["MeshSettings", "parse_size", "format_size", "format_age", "default_state_dir"]
 
 _UNITS = {
     "": 1,
@@ -59,6 +59,21 @@ def format_size(num: int | float | None) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
+
+
+def format_age(then_ms: int | float, now_ms: int | float) -> str:
+    """``4m ago`` style (the one wording the CLI, the console, the dashboard and event reasons
+    share); ``-`` for a time that was never set."""
+    if not then_ms:
+        return "-"
+    secs = int(max(0, (now_ms - then_ms) // 1000))
+    if secs < 60:
+        return f"{secs}s ago"
+    if secs < 3600:
+        return f"{secs // 60}m ago"
+    if secs < 86400:
+        return f"{secs // 3600}h{(secs % 3600) // 60:02d}m ago"
+    return f"{secs // 86400}d ago"
 
 
 Size = Annotated[int, BeforeValidator(parse_size)]

@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import threading
-import time
 import urllib.request
 import uuid
 
@@ -20,22 +19,9 @@ from plane.api import PlaneClient
 from plane.demo import sample_input
 from plane.pod import HOP_HEADER
 from plane.settings import MeshSettings
+from tests.support import uid, wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def uid(base: str) -> str:
-    return f"{base}-{uuid.uuid4().hex[:6]}"
 
 
 @pytest.fixture(scope="module")

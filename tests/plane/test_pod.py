@@ -6,8 +6,6 @@ Clients are tritonclient (a client we did not write) and the generated stubs.
 from __future__ import annotations
 
 import json
-import time
-import uuid
 
 import grpc
 import numpy as np
@@ -22,24 +20,11 @@ from plane.proto import inference_pb2 as ipb
 from plane.proto import inference_pb2_grpc as igrpc
 from plane.proto import mmesh_pb2 as mpb
 from plane.proto import mmesh_pb2_grpc as mgrpc
+from tests.support import uid, wait_for
 
 pytestmark = pytest.mark.slow
 
 MS = mpb.ModelStatusInfo
-
-
-def wait_for(predicate, timeout: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def uid(base: str) -> str:
-    return f"{base}-{uuid.uuid4().hex[:6]}"
 
 
 def register_demo(client, model_dir, index: int = 0) -> tuple[str, str, str]:
