@@ -118,7 +118,11 @@ def test_secret_never_leaks(s3_server, rel_models, etcd_endpoint, tmp_path, monk
                 if leaks(value.decode(errors="replace"), secret) or leaks(name, secret):
                     holders.append(f"{table}/{name}")
         assert sorted(holders) == ["storage/s3dead", "storage/s3sec"], holders
-        assert any(tables.get("events")), "no event records to scan"
+        events = plane.client.run_async(reg.list_raw("events"))  # snapshots leave the event log out
+        assert events, "no event records to scan"
+        for name, value, _ in events:
+            if leaks(value.decode(errors="replace"), secret) or leaks(name, secret):
+                found.append(f"event {name}")
         assert found == [], f"the S3 secret leaked into: {found}"
         # and the masked form is what operators see
         assert any(c.get("secret_access_key", "").startswith("****") for c in listed)
