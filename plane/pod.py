@@ -122,6 +122,7 @@ class Pod:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, igrpc.GRPCInferenceServiceStub] = {}
         self._usage: dict[str, int] = defaultdict(int)  # requests since last flush
+        self._flushing: dict[str, int] = {}  # requests being written by the current flush
         self._last_used: dict[str, float] = {}
         self._req_times: deque[float] = deque()
         self._model_rpm: dict[str, deque[float]] = defaultdict(deque)
@@ -468,18 +469,29 @@ class Pod:
         used, self._usage = self._usage, defaultdict(int)
         if not used:
             return
+        # Until the registry (and this pod's view of it) holds these counts, the eviction weight
+        # reads them from here: a count must never be missing from both places.
+        self._flushing = used
         stamp = now_ms()
-        for model_id in used:
-            rpm = self._rpm(self._model_rpm[model_id])
+        try:
+            for model_id, n in list(used.items()):
+                rpm = self._rpm(self._model_rpm[model_id])
 
-            def change(m: ModelRecord, rpm: float = rpm, n: int = used[model_id]) -> ModelRecord:
-                usage.note_session_start(m, stamp)
-                usage.note_requests(m, n, stamp)
-                m.last_used_ms = max(m.last_used_ms, stamp)
-                usage.update_rate(m, self.pod_id, rpm, stamp)
-                return m
+                def change(m: ModelRecord, rpm: float = rpm, n: int = n) -> ModelRecord:
+                    usage.note_session_start(m, stamp)
+                    usage.note_requests(m, n, stamp)
+                    m.last_used_ms = max(m.last_used_ms, stamp)
+                    usage.update_rate(m, self.pod_id, rpm, stamp)
+                    return m
 
-            await self.registry.update_model(model_id, change)
+                rec = await self.registry.update_model(model_id, change)
+                if rec is not None:
+                    self.view.models[model_id] = rec  # the watch brings the same record shortly
+                used.pop(model_id, None)
+        finally:
+            self._flushing = {}
+            for model_id, n in used.items():  # not written (etcd away): count them next time
+                self._usage[model_id] += n
         self.mark_dirty()
 
     # -- model resolution -----------------------------------------------------------------------------------
@@ -824,8 +836,9 @@ class Pod:
 
     def eviction_weight(self, entry: CacheEntry) -> float:
         """Decayed request count of a copy (registry figure + requests not yet flushed)."""
-        return usage.request_weight(self.view.models.get(entry.model_id), time.time() * 1000) + self._usage.get(
-            entry.model_id, 0)
+        model_id = entry.model_id
+        return (usage.request_weight(self.view.models.get(model_id), time.time() * 1000)
+                + self._usage.get(model_id, 0) + self._flushing.get(model_id, 0))
 
     async def _make_room(self, model_id: str, size: int) -> None:
         victims = self.cache.plan_admission(size, exclude=model_id, key=self.eviction_weight)
