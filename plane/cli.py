@@ -778,6 +778,13 @@ def main(argv: list[str] | None = None) -> int:
     from plane.registry import EtcdUnavailable, RegistryError
     from plane.settings import MeshSettings as _S  # noqa: F401 - settings errors surface early
 
+    raw = sys.argv[1:] if argv is None else list(argv)
+    if raw[:1] == ["console"]:
+        # everything after `console` belongs to mesh-console (argparse would claim its --flags)
+        code = cmd_console(argparse.Namespace(rest=raw[1:]))
+        if argv is None:
+            sys.exit(code)
+        return code
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

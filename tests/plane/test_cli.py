@@ -113,3 +113,10 @@ def test_pod_with_unreachable_etcd_exits_with_a_clear_error(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "plane.pod"], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 3
     assert "cannot reach etcd" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_console_flags_pass_through(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
+    env["MESH_STATE_DIR"] = str(tmp_path)
+    proc = run(env, "console", "--help")
+    assert "--readonly" in proc.stdout
