@@ -191,7 +191,8 @@ def test_pod_killed_during_load_is_retried_elsewhere(etcd_endpoint, rel_models, 
         rec = client.get_model(model)
         assert rec.loaded_on()
         kinds = {(e.kind, e.pod) for e in client.events(limit=0) if e.model == model}
-        assert ("load", killed) in kinds
+        # (the killed pod's own "load" event may be missing: the kill can land between its
+        # registry update and the event write)
         assert any(k == "loaded" and p != killed for k, p in kinds)
         # the dead pod's lease expires and its half-done copy is purged from the registry
         wait_for(lambda: killed not in {p.pod_id for p in client.pods()}, 20, "the killed pod's lease to expire")
