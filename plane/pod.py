@@ -122,7 +122,7 @@ class Pod:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, igrpc.GRPCInferenceServiceStub] = {}
         self._usage: dict[str, int] = defaultdict(int)  # requests since last flush
-        self._flushing: dict[str, int] = {}  # requests being written by the current flush
+        self._unseen_counts: dict[str, list[tuple[int, int]]] = {}  # flushed, not yet in the view
         self._last_used: dict[str, float] = {}
         self._req_times: deque[float] = deque()
         self._model_rpm: dict[str, deque[float]] = defaultdict(deque)
@@ -342,11 +342,17 @@ class Pod:
 
     def _on_change(self, table: str, name: str, old: object | None, new: object | None) -> None:
         if table == "models" and isinstance(new, ModelRecord):
+            pending = self._unseen_counts.get(name)
+            if pending is not None:
+                pending[:] = [(stamp, n) for stamp, n in pending if stamp > new.freq_ms]
+                if not pending:
+                    del self._unseen_counts[name]
             entry = self.cache.get(name)
             if entry is not None and entry.pinned != new.pinned:
                 entry.pinned = new.pinned
         if table == "models" and new is None:
             self.metrics.forget(name)
+            self._unseen_counts.pop(name, None)
         if table == "models" and new is None and name in self.cache:
             asyncio.get_running_loop().create_task(self._unload(name, reason="model unregistered"))
         elif table == "instances" and new is None and name != self.pod_id:
@@ -469,10 +475,12 @@ class Pod:
         used, self._usage = self._usage, defaultdict(int)
         if not used:
             return
-        # Until the registry (and this pod's view of it) holds these counts, the eviction weight
-        # reads them from here: a count must never be missing from both places.
-        self._flushing = used
         stamp = now_ms()
+        # Until this pod's view shows a record written at or after ``stamp``, the eviction weight
+        # adds these counts itself: a count must never be missing from both places (the watch
+        # delivers records in order, some time after the write).
+        for model_id, n in used.items():
+            self._unseen_counts.setdefault(model_id, []).append((stamp, n))
         try:
             for model_id, n in list(used.items()):
                 rpm = self._rpm(self._model_rpm[model_id])
@@ -484,13 +492,13 @@ class Pod:
                     usage.update_rate(m, self.pod_id, rpm, stamp)
                     return m
 
-                rec = await self.registry.update_model(model_id, change)
-                if rec is not None:
-                    self.view.models[model_id] = rec  # the watch brings the same record shortly
+                await self.registry.update_model(model_id, change)
                 used.pop(model_id, None)
         finally:
-            self._flushing = {}
             for model_id, n in used.items():  # not written (etcd away): count them next time
+                pending = self._unseen_counts.get(model_id, [])
+                if (stamp, n) in pending:
+                    pending.remove((stamp, n))
                 self._usage[model_id] += n
         self.mark_dirty()
 
@@ -837,8 +845,14 @@ class Pod:
     def eviction_weight(self, entry: CacheEntry) -> float:
         """Decayed request count of a copy (registry figure + requests not yet flushed)."""
         model_id = entry.model_id
-        return (usage.request_weight(self.view.models.get(model_id), time.time() * 1000)
-                + self._usage.get(model_id, 0) + self._flushing.get(model_id, 0))
+        rec = self.view.models.get(model_id)
+        weight = usage.request_weight(rec, time.time() * 1000) + self._usage.get(model_id, 0)
+        pending = self._unseen_counts.get(model_id)
+        if pending:
+            seen = rec.freq_ms if rec is not None else 0
+            pending[:] = [(stamp, n) for stamp, n in pending if stamp > seen]
+            weight += sum(n for _, n in pending)
+        return weight
 
     async def _make_room(self, model_id: str, size: int) -> None:
         victims = self.cache.plan_admission(size, exclude=model_id, key=self.eviction_weight)
