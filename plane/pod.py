@@ -127,6 +127,7 @@ class Pod:
         self._req_times: deque[float] = deque()
         self._model_rpm: dict[str, deque[float]] = defaultdict(deque)
         self.lease: Any = None
+        self._lease_lock = asyncio.Lock()
         self.ready = False
         self.shutting_down = False
         self.started_ms = now_ms()
@@ -276,8 +277,11 @@ class Pod:
         return round(len(times) * 60.0 / RPM_WINDOW_S, 1)
 
     async def _publish(self) -> None:
-        rec = self.instance_record()
-        await self.registry.put_instance(rec, self.lease)
+        # Serialised with _reregister: a put still carrying an expired lease must never land after
+        # the put with the new one (the record would vanish when the old lease goes).
+        async with self._lease_lock:
+            rec = self.instance_record()
+            await self.registry.put_instance(rec, self.lease)
         self.metrics.instance(rec)
 
     def mark_dirty(self) -> None:
@@ -308,7 +312,8 @@ class Pod:
     async def _reregister(self) -> None:
         """Our lease expired (etcd was away): take a new one and restore our records."""
         log.warning("lease expired; registering again")
-        self.lease = await self.registry.client.lease(self.settings.lease_ttl_s)
+        async with self._lease_lock:
+            self.lease = await self.registry.client.lease(self.settings.lease_ttl_s)
         await self._publish()
         for model_id, entry in list((m, self.cache.get(m)) for m in self.sessions):
             if entry is None:
