@@ -88,16 +88,23 @@ def median_spread(values: list[float]) -> tuple[float, float]:
 
 
 @contextlib.contextmanager
-def bare_server(model_path: pathlib.Path) -> Iterator[str]:
+def bare_server_process(model_path: pathlib.Path) -> Iterator[tuple[str, int]]:
+    """bench/bare_server.py serving ``model_path``: yields its endpoint and pid."""
     port = local.free_port()
     proc = subprocess.Popen([sys.executable, str(BENCH_DIR / "bare_server.py"), str(model_path), str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         local.wait_for_port("127.0.0.1", port, 30, proc)
         _wait_ready(f"127.0.0.1:{port}")
-        yield f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{port}", proc.pid
     finally:
         local.stop_process(proc, timeout=5)
+
+
+@contextlib.contextmanager
+def bare_server(model_path: pathlib.Path) -> Iterator[str]:
+    with bare_server_process(model_path) as (endpoint, _pid):
+        yield endpoint
 
 
 def _wait_ready(endpoint: str, timeout: float = 30) -> None:

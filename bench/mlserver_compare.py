@@ -34,7 +34,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 from harness import (  # noqa: E402
     BENCH_DIR,
-    _wait_ready,
+    bare_server_process,
     drive,
     embedded_plane,
     machine_line,
@@ -84,21 +84,6 @@ def ensure_mlserver() -> tuple[pathlib.Path | None, str]:
         return None, f"pip installed no `mlserver` executable in {venv}"
     marker.write_text(spec)
     return exe, ""
-
-
-@contextlib.contextmanager
-def bare_with_pid(model_path: pathlib.Path) -> Iterator[tuple[str, int]]:
-    """bench/bare_server.py (as harness.bare_server starts it), yielding its endpoint and pid."""
-    port = local.free_port()
-    proc = subprocess.Popen([sys.executable, str(BENCH_DIR / "bare_server.py"), str(model_path), str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        local.wait_for_port("127.0.0.1", port, 30, proc)
-        _wait_ready(f"127.0.0.1:{port}")
-        yield f"127.0.0.1:{port}", proc.pid
-    finally:
-        local.stop_process(proc, timeout=5)
-
 
 
 def cpu_seconds(pid: int) -> float:
@@ -224,7 +209,7 @@ def main() -> None:
                     client.register_model(model_id, path=str(path.relative_to(root)))
                     client.ensure_loaded(model_id, sync=True)
                     with contextlib.ExitStack() as stack:
-                        bare, bare_pid = stack.enter_context(bare_with_pid(path))
+                        bare, bare_pid = stack.enter_context(bare_server_process(path))
                         mls, mls_pid = (stack.enter_context(mlserver_server(exe, path, model_id,
                                                                             workers=args.mlserver_workers))
                                         if exe else (None, 0))

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from plane.settings import MeshSettings, format_age, format_size, parse_size
@@ -69,19 +68,7 @@ def _ago(ms: int) -> str:
     return format_age(ms, time.time() * 1000)
 
 
-def _progress(transient: bool = False) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=transient,
-        disable=not err.is_terminal and os.environ.get("MESH_PROGRESS") != "1",
-    )
-
-
-def _plain_progress(label: str) -> Callable[[str, int, int], None]:
+def _plain_progress() -> Callable[[str, int, int], None]:
     """Progress as lines on stderr (works without a terminal, e.g. in CI logs)."""
 
     def report(message: str, done: int, total: int) -> None:
@@ -101,7 +88,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"grpc_port": args.port})
     capacity = parse_size(args.capacity) if args.capacity else None
     try:
-        plane = local.up(settings, pods=args.pods, capacity=capacity, progress=_plain_progress("up"), tls=args.tls)
+        plane = local.up(settings, pods=args.pods, capacity=capacity, progress=_plain_progress(), tls=args.tls)
     except local.AlreadyUp as exc:
         if args.json:
             _json({"already_up": True, "message": str(exc)})
@@ -136,7 +123,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     from plane import local
 
     settings = _settings(args)
-    stopped = local.down(settings.state_dir, progress=_plain_progress("down"))
+    stopped = local.down(settings.state_dir, progress=_plain_progress())
     if args.json:
         _json({"stopped": stopped})
     else:
@@ -258,7 +245,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = _settings(args)
     target = pathlib.Path(args.out).expanduser() if args.out else settings.state_dir / "demo-models"
     target.mkdir(parents=True, exist_ok=True)
-    report = _plain_progress("demo")
+    report = _plain_progress()
     last = [0.0]
 
     def gen_progress(done: int, total: int) -> None:

@@ -15,7 +15,7 @@ from plane.proto import mmesh_pb2 as mpb
 from plane.proto import mmesh_pb2_grpc as mgrpc
 from plane.settings import MeshSettings
 
-__all__ = ["ensure_loaded", "set_vmodel", "ManagementError", "status_name"]
+__all__ = ["ensure_loaded", "set_vmodel", "ManagementError"]
 
 T = TypeVar("T")
 
@@ -27,9 +27,6 @@ class ManagementError(RuntimeError):
         super().__init__(message)
         self.code = code
 
-
-def status_name(value: int) -> str:
-    return mpb.ModelStatusInfo.ModelStatus.Name(value)
 
 
 def _call(endpoints: list[str], fn: Callable[[mgrpc.ModelMeshStub], T], settings: MeshSettings | None) -> T:

@@ -16,7 +16,6 @@ import pathlib
 import shutil
 import tempfile
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -353,7 +352,3 @@ def fetch_model_file(cfg: StorageConfig, path: str, cache: DiskCache | None,
             shutil.copyfile(entry, last)
         return entry, "s3"
     raise StorageError(f"storage type {cfg.type!r} of key {cfg.key!r} cannot be read by this plane (local, s3)")
-
-
-def file_age_s(path: pathlib.Path) -> float:
-    return time.time() - path.stat().st_mtime
