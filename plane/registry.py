@@ -436,11 +436,9 @@ class Registry:
         return [(self.name_of(table, kv.key), kv.value, kv.mod_revision) for kv in res.kvs]
 
     async def revision(self) -> int:
-        res = await self._call(self.client.get(self.key("meta", "rev")))
-        if res is not None:
-            return res.header.revision
-        st = await self._call(self.client.get_prefix(self.key("meta", "")))
-        return st.header.revision
+        """etcd's current revision (one small range read; the header carries it, keys or not)."""
+        res = await self._call(self.client.get_prefix(self.key("meta", ""), keys_only=True))
+        return res.header.revision
 
     async def create(self, key: bytes, value: bytes) -> bool:
         """Put only if absent. Returns False when the key already exists."""
