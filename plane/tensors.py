@@ -19,16 +19,29 @@ Wire facts (see SPEC.md section 1):
 
 Every validation failure raises :class:`TensorError`, a ``ValueError`` whose message names the
 offending input and is meant to be returned to the client as ``INVALID_ARGUMENT``.
+
+Layout: this module is the request/response level (signatures, names, counts, the order of
+outputs) and the public API; :mod:`plane.tensor_wire` holds the datatype table,
+:class:`TensorError` and the per-tensor wire codec (raw blobs, BYTES framing, typed contents).
+Both names are re-exported here, so ``from plane.tensors import DATATYPES, TensorError`` is
+the way to reach them.
 """
 
 from __future__ import annotations
 
-import struct
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from plane.tensor_wire import (
+    _LITTLE,
+    DATATYPES,
+    TensorError,
+    _decode_raw,
+    _decode_typed,
+    _encode_bytes,
+)
 
 __all__ = [
     "DATATYPES",
@@ -40,53 +53,6 @@ __all__ = [
     "onnx_type_to_datatype",
     "specs_from_ort",
 ]
-
-
-class TensorError(ValueError):
-    """An invalid tensor in a request or response; the message is safe to show to a client."""
-
-
-#: V2 datatype string -> numpy dtype (native byte order). BYTES maps to ``object``.
-DATATYPES: dict[str, np.dtype] = {
-    "BOOL": np.dtype(np.bool_),
-    "UINT8": np.dtype(np.uint8),
-    "UINT16": np.dtype(np.uint16),
-    "UINT32": np.dtype(np.uint32),
-    "UINT64": np.dtype(np.uint64),
-    "INT8": np.dtype(np.int8),
-    "INT16": np.dtype(np.int16),
-    "INT32": np.dtype(np.int32),
-    "INT64": np.dtype(np.int64),
-    "FP16": np.dtype(np.float16),
-    "FP32": np.dtype(np.float32),
-    "FP64": np.dtype(np.float64),
-    "BYTES": np.dtype(object),
-}
-
-# Little-endian wire dtypes for the fixed-size datatypes.
-_WIRE_DTYPES: dict[str, np.dtype] = {
-    name: dt.newbyteorder("<") for name, dt in DATATYPES.items() if name not in ("BYTES", "BOOL")
-}
-_WIRE_DTYPES["BOOL"] = np.dtype(np.uint8)
-
-# Typed-contents field that carries each datatype (FP16 has none).
-_CONTENT_FIELD: dict[str, str] = {
-    "BOOL": "bool_contents",
-    "INT8": "int_contents",
-    "INT16": "int_contents",
-    "INT32": "int_contents",
-    "UINT8": "uint_contents",
-    "UINT16": "uint_contents",
-    "UINT32": "uint_contents",
-    "INT64": "int64_contents",
-    "UINT64": "uint64_contents",
-    "FP32": "fp32_contents",
-    "FP64": "fp64_contents",
-    "BYTES": "bytes_contents",
-}
-
-# Datatypes whose typed field is wider than the datatype: values need a range check.
-_NARROW = {"INT8", "INT16", "UINT8", "UINT16"}
 
 _ONNX_TYPES: dict[str, str] = {
     "tensor(bool)": "BOOL",
@@ -120,8 +86,6 @@ _DTYPE_TO_DATATYPE: dict[tuple[str, int], str] = {
     ("f", 8): "FP64",
 }
 
-_LITTLE = sys.byteorder == "little"
-_LEN = struct.Struct("<I")
 _MAX_NAMES_SHOWN = 20
 _MAX_RANK = 32
 
@@ -196,101 +160,6 @@ def _element_count(name: str, shape, max_elements: int) -> int:
                 f"input {name!r}: shape {list(shape)} exceeds the limit of {max_elements} elements"
             )
     return count
-
-
-def _decode_bytes_raw(name: str, blob: bytes, count: int, utf8: bool) -> np.ndarray:
-    out = np.empty(count, dtype=object)
-    view = memoryview(blob)
-    end = len(blob)
-    pos = 0
-    unpack = _LEN.unpack_from
-    for i in range(count):
-        if pos + 4 > end:
-            raise TensorError(
-                f"input {name!r}: BYTES element {i} has a truncated length prefix "
-                f"(expected {count} elements, data ends at byte {end})"
-            )
-        (length,) = unpack(view, pos)
-        pos += 4
-        if pos + length > end:
-            raise TensorError(
-                f"input {name!r}: BYTES element {i} declares {length} bytes but only {end - pos} remain"
-            )
-        out[i] = bytes(view[pos : pos + length])
-        pos += length
-    if pos != end:
-        raise TensorError(
-            f"input {name!r}: {end - pos} trailing bytes after {count} BYTES elements "
-            "(element count does not match the shape)"
-        )
-    if utf8:
-        _to_str(name, out)
-    return out
-
-
-def _to_str(name: str, out: np.ndarray) -> None:
-    try:
-        for i in range(out.shape[0]):
-            out[i] = out[i].decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise TensorError(f"input {name!r}: BYTES element {i} is not valid UTF-8 ({exc.reason})") from None
-
-
-def _decode_raw(name: str, datatype: str, blob: bytes, count: int, utf8: bool) -> np.ndarray:
-    if datatype == "BYTES":
-        return _decode_bytes_raw(name, blob, count, utf8)
-    wire = _WIRE_DTYPES[datatype]
-    expected = count * wire.itemsize
-    if len(blob) != expected:
-        raise TensorError(
-            f"input {name!r}: raw data has {len(blob)} bytes, expected {expected} "
-            f"({count} x {datatype} of {wire.itemsize} bytes)"
-        )
-    arr = np.frombuffer(blob, dtype=wire)
-    if datatype == "BOOL":
-        return arr != 0
-    if not _LITTLE and wire.itemsize > 1:
-        return arr.astype(DATATYPES[datatype])
-    if not arr.flags.aligned:
-        return arr.copy()
-    return arr
-
-
-def _decode_typed(name: str, datatype: str, contents, count: int, utf8: bool) -> np.ndarray:
-    wanted = _CONTENT_FIELD.get(datatype)
-    if wanted is None:
-        raise TensorError(f"input {name!r}: {datatype} data can only be sent in raw_input_contents")
-    present = [fd.name for fd, _ in contents.ListFields()]
-    if present and present != [wanted]:
-        wrong = [p for p in present if p != wanted]
-        raise TensorError(
-            f"input {name!r}: datatype {datatype} must use contents.{wanted}, "
-            f"got {', '.join('contents.' + w for w in wrong)}"
-        )
-    values = getattr(contents, wanted)
-    n = len(values)
-    if n != count:
-        raise TensorError(f"input {name!r}: contents.{wanted} has {n} values, the shape needs {count}")
-    if datatype == "BYTES":
-        out = np.empty(count, dtype=object)
-        if count:
-            out[:] = list(values)
-            if utf8:
-                _to_str(name, out)
-        return out
-    dtype = DATATYPES[datatype]
-    if datatype in _NARROW:
-        wide = np.array(values, dtype=np.int64 if datatype.startswith("INT") else np.uint64)
-        if n:
-            info = np.iinfo(dtype)
-            lo, hi = wide.min(), wide.max()
-            if lo < info.min or hi > info.max:
-                raise TensorError(
-                    f"input {name!r}: value out of range for {datatype} "
-                    f"([{info.min}, {info.max}], got {lo if lo < info.min else hi})"
-                )
-        return wide.astype(dtype)
-    return np.array(values, dtype=dtype)
 
 
 def _check_spec(name: str, datatype: str, shape, spec: TensorSpec) -> None:
@@ -370,22 +239,6 @@ def decode_inputs(
         missing = [n for n in specs if n not in result]
         raise TensorError(f"missing input(s) {_names(missing)}; the model expects {_names(specs)}")
     return result
-
-
-def _encode_bytes(name: str, arr: np.ndarray) -> bytes:
-    pack = _LEN.pack
-    parts: list[bytes] = []
-    append = parts.append
-    for item in arr.reshape(-1).tolist():
-        if isinstance(item, str):
-            item = item.encode("utf-8")
-        elif not isinstance(item, bytes | bytearray | memoryview):
-            raise TensorError(
-                f"output {name!r}: BYTES element of type {type(item).__name__} is not str or bytes"
-            )
-        append(pack(len(item)))
-        append(bytes(item))
-    return b"".join(parts)
 
 
 def encode_outputs(
