@@ -11,12 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import re
 import threading
 from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from plane import operations
+from plane.operations import (
+    REGISTER_LAST_USED_OFFSET_MS,
+    REGISTER_LOAD_NOW_LAST_USED_OFFSET_MS,
+    InUse,
+    ModelSpec,
+    NotFound,
+    ValidationError,
+    validate_model_id,
+)
 from plane.registry import (
     Event,
     InstanceRecord,
@@ -28,6 +37,7 @@ from plane.registry import (
     now_ms,
 )
 from plane.settings import MeshSettings
+from plane.storage import StorageTestResult
 
 __all__ = [
     "PlaneClient",
@@ -37,6 +47,7 @@ __all__ = [
     "StorageTestResult",
     "ValidationError",
     "NotFound",
+    "InUse",
     "validate_model_id",
     "REGISTER_LAST_USED_OFFSET_MS",
     "REGISTER_LOAD_NOW_LAST_USED_OFFSET_MS",
@@ -44,53 +55,8 @@ __all__ = [
 
 T = TypeVar("T")
 
-# ModelMesh gives new registrations a last-used time in the past so they never push out
-# models that were used in the last hour.
-REGISTER_LAST_USED_OFFSET_MS = 6 * 3600 * 1000
-REGISTER_LOAD_NOW_LAST_USED_OFFSET_MS = 3600 * 1000
 CALL_TIMEOUT_S = 30.0
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,252}$")
 STORAGE_TYPES = ("local", "s3", "http", "gcs", "azure", "pvc")
-
-
-class ValidationError(ValueError):
-    """Bad input from the operator; the message says what is wrong and how to fix it."""
-
-
-class NotFound(KeyError):
-    """The named model, vmodel or storage key does not exist."""
-
-    def __str__(self) -> str:  # KeyError quotes its argument; we want the plain message
-        return str(self.args[0]) if self.args else "not found"
-
-
-def validate_model_id(model_id: str, *, what: str = "model id") -> str:
-    if not isinstance(model_id, str) or not _ID_RE.match(model_id):
-        raise ValidationError(
-            f"invalid {what} {model_id!r}: use 1-253 letters, digits and . _ : @ + - "
-            "(starting with a letter or digit)"
-        )
-    return model_id
-
-
-@dataclass
-class ModelSpec:
-    """What an operator registers."""
-
-    model_id: str
-    path: str
-    storage_key: str = "default"
-    type: str = "onnx"
-    pinned: bool = False
-    min_copies: int = 0
-    max_copies: int = 0
-
-
-@dataclass
-class StorageTestResult:
-    ok: bool
-    message: str
-    objects: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -219,7 +185,7 @@ class PlaneClient:
         """Register a model. Raises ValidationError for bad input, and when the id is taken by
         a model with a different path/storage (registering the same thing twice is fine)."""
         spec = ModelSpec(model_id, path, storage_key, type, pinned, min_copies, max_copies)
-        rec = self._run(_register(self.registry, spec, load_now=load_now))
+        rec = self._run(operations.register(self.registry, spec, load_now=load_now))
         if load_now:
             self.ensure_loaded(model_id, sync=sync)
             rec = self.get_model(model_id) or rec
@@ -230,11 +196,11 @@ class PlaneClient:
         """Batch registration (one etcd transaction per 64 models). Returns how many were new."""
         specs = list(specs)
         for s in specs:
-            _check_spec(s)
+            operations.check_spec(s)
         created = 0
         step = 512
         for i in range(0, len(specs), step):
-            recs = [_record_for(s, load_now=False) for s in specs[i : i + step]]
+            recs = [operations.record_for(s, load_now=False) for s in specs[i : i + step]]
             created += self._run(self.registry.put_models(recs), timeout=120)
             if progress:
                 progress(min(i + step, len(specs)), len(specs))
@@ -243,11 +209,9 @@ class PlaneClient:
         return created
 
     def unregister_model(self, model_id: str) -> bool:
-        """Remove a model. Pods holding copies unload them. False if it did not exist."""
-        ok = self._run(self.registry.delete_model(model_id))
-        if ok:
-            self._run(self.registry.add_event(Event("unregister", model=model_id, reason="unregistered")))
-        return ok
+        """Remove a model. Pods holding copies unload them. False if it did not exist; InUse
+        while a vmodel targets it."""
+        return self._run(operations.unregister(self.registry, model_id))
 
     def get_model(self, model_id: str) -> ModelRecord | None:
         return self._run(self.registry.get_model(model_id))
@@ -302,7 +266,7 @@ class PlaneClient:
                                    auto_delete=auto_delete, owner=owner, sync=sync, timeout=timeout,
                                    settings=self.settings)
         else:
-            self._run(_set_vmodel_direct(self.registry, vmodel_id, target_model_id, auto_delete, owner))
+            self._run(operations.set_vmodel_direct(self.registry, vmodel_id, target_model_id, auto_delete, owner))
         rec = self.get_vmodel(vmodel_id)
         assert rec is not None
         return rec
@@ -314,7 +278,7 @@ class PlaneClient:
         return sorted(self._run(self.registry.list_vmodels()), key=lambda v: v.vmodel_id)
 
     def delete_vmodel(self, vmodel_id: str) -> bool:
-        return self._run(_delete_vmodel(self.registry, vmodel_id))
+        return self._run(operations.delete_vmodel(self.registry, vmodel_id))
 
     # -- storage --------------------------------------------------------------------------------------
 
@@ -390,104 +354,6 @@ def overview_from(snap: PlacementSnapshot, events: list[Event], *, window_s: int
         failures_recent=sum(1 for e in events if e.kind == "load-failed"),
         window_s=window_s,
     )
-
-
-# -- coroutines shared with the pods' management API ------------------------------------------------
-
-
-def _check_spec(spec: ModelSpec) -> None:
-    validate_model_id(spec.model_id)
-    if not spec.type:
-        raise ValidationError("model type must not be empty (use 'onnx')")
-    if spec.type.lower() not in ("onnx", "onnxruntime"):
-        raise ValidationError(f"model type {spec.type!r} is not served here: only 'onnx' models are")
-    if not spec.path:
-        raise ValidationError("model path must not be empty: give the file's path inside the storage")
-    from plane import storage
-
-    try:
-        storage.check_relative_path(spec.path)
-    except storage.StorageError as exc:
-        raise ValidationError(str(exc)) from exc
-    if spec.min_copies < 0 or spec.max_copies < 0:
-        raise ValidationError("copy counts must not be negative")
-    if spec.max_copies and spec.min_copies > spec.max_copies:
-        raise ValidationError("min copies must not exceed max copies")
-
-
-def _record_for(spec: ModelSpec, *, load_now: bool, last_used_ms: int = 0) -> ModelRecord:
-    now = now_ms()
-    offset = REGISTER_LOAD_NOW_LAST_USED_OFFSET_MS if load_now else REGISTER_LAST_USED_OFFSET_MS
-    return ModelRecord(
-        model_id=spec.model_id,
-        type=spec.type.lower(),
-        path=spec.path,
-        key=spec.storage_key or "default",
-        created_ms=now,
-        last_used_ms=last_used_ms or now - offset,
-        pinned=spec.pinned,
-        min_copies=spec.min_copies,
-        max_copies=spec.max_copies,
-    )
-
-
-async def _register(registry: Registry, spec: ModelSpec, *, load_now: bool, last_used_ms: int = 0) -> ModelRecord:
-    _check_spec(spec)
-    rec = _record_for(spec, load_now=load_now, last_used_ms=last_used_ms)
-    if await registry.create_model(rec):
-        await registry.add_event(Event("register", model=spec.model_id, reason=f"{spec.storage_key}:{spec.path}"))
-        return rec
-    existing = await registry.get_model(spec.model_id)
-    if existing is None:  # deleted in between: try once more
-        if await registry.create_model(rec):
-            return rec
-        raise ValidationError(f"model {spec.model_id!r} is being changed concurrently; try again")
-    if (existing.path, existing.key, existing.type) != (rec.path, rec.key, rec.type):
-        raise ValidationError(
-            f"model {spec.model_id!r} is already registered with {existing.key}:{existing.path}; "
-            "unregister it first or choose another id"
-        )
-    return existing
-
-
-async def _set_vmodel_direct(registry: Registry, vmodel_id: str, target: str, auto_delete: bool,
-                             owner: str) -> VModelRecord | None:
-    def change(v: VModelRecord | None) -> VModelRecord:
-        v = v or VModelRecord(vmodel_id=vmodel_id, owner=owner)
-        v.active = target
-        v.target = target
-        v.auto_delete = auto_delete
-        v.failed = ""
-        v.updated_ms = now_ms()
-        return v
-
-    rec = await registry.update_vmodel(vmodel_id, change)
-    await _add_ref(registry, target, vmodel_id)
-    return rec
-
-
-async def _add_ref(registry: Registry, model_id: str, vmodel_id: str) -> None:
-    def change(m: ModelRecord) -> ModelRecord:
-        if vmodel_id not in m.refs:
-            m.refs = sorted({*m.refs, vmodel_id})
-        return m
-
-    await registry.update_model(model_id, change)
-
-
-async def _delete_vmodel(registry: Registry, vmodel_id: str) -> bool:
-    rec = await registry.get_vmodel(vmodel_id)
-    if rec is None:
-        return False
-    await registry.delete_vmodel(vmodel_id)
-    for model_id in {rec.active, rec.target} - {""}:
-        def change(m: ModelRecord) -> ModelRecord:
-            m.refs = [r for r in m.refs if r != vmodel_id]
-            return m
-
-        await registry.update_model(model_id, change)
-    await registry.add_event(Event("vmodel", model=rec.active, reason=f"vmodel {vmodel_id} deleted"))
-    return True
 
 
 def record_as_dict(rec: Any) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
-from plane.registry import InstanceRecord
+from plane.records import InstanceRecord
 
 __all__ = ["PodMetrics"]
 
@@ -87,6 +87,11 @@ class PodMetrics:
         self.used = Gauge("modelmesh_instance_used_bytes", "Model cache bytes used", registry=r)
         self.loaded = Gauge("modelmesh_models_loaded_total", "Copies loaded on this pod", registry=r)
         self.evictions = Counter("mesh_evictions", "Copies evicted from this pod", registry=r)
+        self.write_failures = Counter("mesh_registry_write_failures", "Registry writes that failed (then repaired "
+                                      "by reconciliation or retried)", ["op"], registry=r)
+        self.repairs = Counter("mesh_reconcile_repairs", "Copy records the reconciler had to correct", registry=r)
+        self.loop_failures = Counter("mesh_background_loop_failures", "Background loops that raised and were "
+                                     "restarted", ["loop"], registry=r)
         self.requests = _RequestStats()
         r.register(self.requests)
 
@@ -99,6 +104,15 @@ class PodMetrics:
     def forget(self, model_id: str) -> None:
         """Drop a model's series (unregistered): per-model metrics must not grow without bound."""
         self.requests.forget(model_id)
+
+    def registry_write_failed(self, op: str) -> None:
+        self.write_failures.labels(op).inc()
+
+    def reconciled(self, n: int) -> None:
+        self.repairs.inc(n)
+
+    def loop_failed(self, name: str) -> None:
+        self.loop_failures.labels(name).inc()
 
     def cache_miss(self, ms: float) -> None:
         self.cache_miss_ms.observe(ms)

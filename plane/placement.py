@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Mapping
 
-from plane.registry import InstanceRecord
+from plane.records import InstanceRecord
 
 __all__ = ["choose_pod_for_load", "choose_copy", "rank_pods_for_load", "predict_size", "NEAR_EQUAL_FREE_FRACTION",
            "SESSION_OVERHEAD_BYTES"]

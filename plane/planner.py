@@ -6,12 +6,16 @@ view and carries out the actions. Rules, in order:
 1. **Floors** — pinned models keep at least one copy; ``min_copies`` is honoured.
 2. **Caps** — a model with more copies than its ``max_copies`` loses the extras.
 3. **Scale up** — a model whose rate per copy exceeds ``scale_up_rpm`` gets another copy
-   (ModelMesh's default threshold: 2000 requests/minute per copy).
+   (ModelMesh's default threshold: 2000 requests/minute per copy), in free space only.
 4. **Scale down** — under memory pressure (used / capacity across pods above
    ``pressure_fraction``), extra copies of models whose rate would fit in one copy fewer are dropped.
 5. **Preload** — unloaded models are ranked by :func:`plane.usage.use_probability` and loaded
    into *free* space only (keeping ``headroom_fraction`` of each pod free for cache misses), so a
    preload never evicts anything.
+
+Only the floors of rule 1 (an operator's explicit policy) may evict. Every other load is marked
+so that the pod that carries it out uses free space only: a stale view of a pod's free space
+makes a preload fail, never evict.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from plane import placement, usage
-from plane.registry import InstanceRecord, ModelRecord
+from plane.records import InstanceRecord, ModelRecord
 
 __all__ = ["Action", "PlannerSettings", "plan"]
 
@@ -32,6 +36,7 @@ class Action:
     model_id: str
     pod_id: str
     reason: str
+    evicts: bool = False  # a load that may evict other copies (operator floors only)
 
 
 @dataclass
@@ -85,7 +90,7 @@ def plan(
             return False
         free[target.pod_id] -= size
         loading[target.pod_id] += 1
-        actions.append(Action("load", rec.model_id, target.pod_id, reason))
+        actions.append(Action("load", rec.model_id, target.pod_id, reason, evicts=not only_free))
         return True
 
     def drop_copy(rec: ModelRecord, holders: list[str], reason: str) -> None:
@@ -109,19 +114,22 @@ def plan(
                 drop_copy(rec, holders, f"max copies {rec.max_copies}")
                 holders.remove(actions[-1].pod_id)
             continue
-        if holders and not pending and rec.rpm / len(holders) > s.scale_up_rpm:
+        rpm = usage.fresh_rpm(rec, now_ms)
+        if holders and not pending and rpm / len(holders) > s.scale_up_rpm:
             if (not rec.max_copies or len(holders) < rec.max_copies) and len(holders) < len(live):
-                add_copy(rec, f"rate {rec.rpm:.0f}/min over {len(holders)} copies exceeds "
-                              f"{s.scale_up_rpm:.0f} per copy", only_free=False)
+                # a copy for load, not for an operator's rule: free space only, never evicts
+                add_copy(rec, f"rate {rpm:.0f}/min over {len(holders)} copies exceeds "
+                              f"{s.scale_up_rpm:.0f} per copy", only_free=True)
 
     capacity = sum(r.capacity for r in live.values())
     used = capacity - sum(free.values())
     if capacity and used / capacity > s.pressure_fraction:
-        for rec in sorted(models, key=lambda m: m.rpm):
+        for rec in sorted(models, key=lambda m: usage.fresh_rpm(m, now_ms)):
             holders = [p for p in rec.loaded_on() if p in live]
             keep = max(1, rec.min_copies)
-            if len(holders) > keep and rec.rpm / (len(holders) - 1) < s.scale_up_rpm * 0.5:
-                drop_copy(rec, holders, f"memory pressure: extra copy is cold ({rec.rpm:.0f}/min)")
+            rpm = usage.fresh_rpm(rec, now_ms)
+            if len(holders) > keep and rpm / (len(holders) - 1) < s.scale_up_rpm * 0.5:
+                drop_copy(rec, holders, f"memory pressure: extra copy is cold ({rpm:.0f}/min)")
                 used = capacity - sum(free.values())
                 if used / capacity <= s.pressure_fraction:
                     break

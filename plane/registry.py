@@ -17,19 +17,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import json
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import aetcd
 import aetcd.exceptions
 import aetcd.utils
 
+from plane.etcd_tls import TLSClient, etcd_credentials
+from plane.records import (
+    EVENT_KINDS,
+    Conflict,
+    CopyInfo,
+    CopyState,
+    EtcdUnavailable,
+    Event,
+    FailureInfo,
+    InstanceRecord,
+    ModelRecord,
+    RegistryError,
+    StorageConfig,
+    VModelRecord,
+    mask_secret,
+    now_ms,
+)
+
 __all__ = [
+    "CopyState",
+    "mask_secret",
     "ModelRecord",
     "CopyInfo",
     "FailureInfo",
@@ -48,269 +64,9 @@ __all__ = [
 CAS_MAX_ATTEMPTS = 64
 ETCD_MAX_MESSAGE_BYTES = 1024**3
 EVENT_TRIM_EVERY = 50
-EVENT_KINDS = ("register", "unregister", "load", "loaded", "unload", "evict", "load-failed", "vmodel", "leader", "plan")
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-class RegistryError(Exception):
-    """A registry operation could not be done; the message says what to do."""
-
-
-class EtcdUnavailable(RegistryError):
-    """etcd did not answer."""
-
-
-class Conflict(RegistryError):
-    """A compare-and-swap kept failing, or a create found the key already there."""
-
-
-def _clean(cls: type, data: dict[str, Any]) -> dict[str, Any]:
-    names = {f.name for f in dataclasses.fields(cls)}
-    return {k: v for k, v in data.items() if k in names}
-
-
-@dataclass
-class CopyInfo:
-    """One copy of a model on one pod."""
-
-    state: str = "loading"  # "loading" | "loaded"
-    since_ms: int = 0
-    size: int = 0
-
-
-@dataclass
-class FailureInfo:
-    time_ms: int
-    message: str
-
-
-@dataclass
-class ModelRecord:
-    """A registered model. ``copies`` maps pod id to the state of the copy there."""
-
-    model_id: str
-    type: str = "onnx"
-    path: str = ""
-    key: str = "default"
-    created_ms: int = 0
-    last_used_ms: int = 0
-    size: int = 0  # measured memory of a loaded copy (0 until first load)
-    file_size: int = 0
-    copies: dict[str, CopyInfo] = field(default_factory=dict)
-    failed: dict[str, FailureInfo] = field(default_factory=dict)
-    refs: list[str] = field(default_factory=list)  # vmodels pointing here
-    pinned: bool = False
-    min_copies: int = 0
-    max_copies: int = 0  # 0 = no cap
-    rpm: float = 0.0  # requests per minute across pods (sum of fresh pod_rpm entries)
-    pod_rpm: dict[str, list[float]] = field(default_factory=dict)  # pod -> [rpm, reported at ms]
-    rpm_avg: float = 0.0  # slow moving average of rpm: the baseline a trend is measured against
-    starts: list[int] = field(default_factory=list)  # start times of recent use sessions (after idle gaps)
-    freq: float = 0.0  # request count decayed with a half-life (usage.FREQ_HALF_LIFE_MS), as of freq_ms
-    freq_ms: int = 0
-    # tensor metadata learned at first load: {"inputs": [[name, datatype, shape]], "outputs": [...]}
-    io: dict[str, list] = field(default_factory=dict)
-
-    def to_json(self) -> bytes:
-        return json.dumps(dataclasses.asdict(self), separators=(",", ":")).encode()
-
-    def live_failures(self, now: int, expiry_ms: int) -> dict[str, FailureInfo]:
-        return {p: f for p, f in self.failed.items() if now - f.time_ms < expiry_ms}
-
-    @classmethod
-    def from_json(cls, raw: bytes | str) -> ModelRecord:
-        data = json.loads(raw)
-        rec = cls(**_clean(cls, data))
-        rec.copies = {p: CopyInfo(**_clean(CopyInfo, c)) for p, c in (data.get("copies") or {}).items()}
-        rec.failed = {p: FailureInfo(**_clean(FailureInfo, f)) for p, f in (data.get("failed") or {}).items()}
-        return rec
-
-    def loaded_on(self) -> list[str]:
-        return sorted(p for p, c in self.copies.items() if c.state == "loaded")
-
-    def loading_on(self) -> list[str]:
-        return sorted(p for p, c in self.copies.items() if c.state == "loading")
-
-    def status(self) -> str:
-        """NOT_LOADED / LOADING / LOADED / LOADING_FAILED, as ModelMesh reports it."""
-        if self.loaded_on():
-            return "LOADED"
-        if self.loading_on():
-            return "LOADING"
-        if self.failed:
-            return "LOADING_FAILED"
-        return "NOT_LOADED"
-
-
-@dataclass
-class VModelRecord:
-    vmodel_id: str
-    active: str = ""
-    target: str = ""
-    owner: str = ""
-    auto_delete: bool = False
-    failed: str = ""  # message of a failed transition
-    updated_ms: int = 0
-
-    def to_json(self) -> bytes:
-        return json.dumps(dataclasses.asdict(self), separators=(",", ":")).encode()
-
-    @classmethod
-    def from_json(cls, raw: bytes | str) -> VModelRecord:
-        return cls(**_clean(cls, json.loads(raw)))
-
-    def status(self) -> str:
-        if self.failed:
-            return "TRANSITION_FAILED"
-        if self.target and self.target != self.active:
-            return "TRANSITIONING"
-        return "DEFINED"
-
-
-@dataclass
-class InstanceRecord:
-    """A live pod. Bound to the pod's lease: it vanishes when the pod dies."""
-
-    pod_id: str
-    endpoint: str  # host:port of the gRPC server
-    metrics_endpoint: str = ""
-    capacity: int = 0
-    used: int = 0
-    count: int = 0
-    lru_ms: int = 0  # last-used time of the least recently used copy (0 = empty)
-    loading: int = 0
-    max_loads: int = 1
-    rpm: float = 0.0
-    in_flight: int = 0
-    shutting_down: bool = False
-    started_ms: int = 0
-    updated_ms: int = 0
-    pid: int = 0
-    labels: dict[str, str] = field(default_factory=dict)
-
-    def to_json(self) -> bytes:
-        return json.dumps(dataclasses.asdict(self), separators=(",", ":")).encode()
-
-    @classmethod
-    def from_json(cls, raw: bytes | str) -> InstanceRecord:
-        return cls(**_clean(cls, json.loads(raw)))
-
-    @property
-    def free(self) -> int:
-        return max(0, self.capacity - self.used)
-
-
-@dataclass
-class StorageConfig:
-    """One storage key, in the ``storage-config`` secret format of SPEC section 4."""
-
-    key: str
-    type: str
-    params: dict[str, Any] = field(default_factory=dict)
-
-    SECRET_FIELDS = ("secret_access_key", "access_key_id", "headers", "password", "token", "sas_token")
-
-    def to_json(self) -> bytes:
-        return json.dumps({"type": self.type, **self.params}, separators=(",", ":")).encode()
-
-    @classmethod
-    def from_json(cls, key: str, raw: bytes | str) -> StorageConfig:
-        data = json.loads(raw)
-        typ = data.pop("type", "")
-        return cls(key=key, type=typ, params=data)
-
-    def masked(self) -> dict[str, Any]:
-        """The config as a dict safe to print: secrets reduced to a hint."""
-        out: dict[str, Any] = {"key": self.key, "type": self.type}
-        for name, value in self.params.items():
-            out[name] = mask_secret(value) if name in self.SECRET_FIELDS else value
-        return out
-
-
-def mask_secret(value: Any) -> str:
-    """``AKIA...XYZ`` style: never more than the last 2 characters, never short secrets."""
-    if value is None or value == "":
-        return ""
-    text = value if isinstance(value, str) else json.dumps(value)
-    if len(text) < 12:
-        return "****"
-    return "****" + text[-2:]
-
-
-@dataclass
-class Event:
-    kind: str
-    model: str = ""
-    pod: str = ""
-    size: int = 0
-    reason: str = ""
-    time_ms: int = 0
-    key: str = ""  # the etcd key (filled on read)
-
-    def to_json(self) -> bytes:
-        data = dataclasses.asdict(self)
-        data.pop("key")
-        return json.dumps(data, separators=(",", ":")).encode()
-
-    @classmethod
-    def from_json(cls, raw: bytes | str, key: str = "") -> Event:
-        ev = cls(**_clean(cls, json.loads(raw)))
-        ev.key = key
-        return ev
 
 
 T = TypeVar("T")
-
-
-class _TLSClient(aetcd.Client):
-    """aetcd's client over a TLS channel (aetcd itself only dials plaintext)."""
-
-    def __init__(self, *args: Any, credentials: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self._credentials = credentials
-
-    async def connect(self) -> None:
-        if self._connected.is_set():
-            return
-        if self._is_connecting:  # type: ignore[has-type]
-            await asyncio.wait_for(self._connected.wait(), self._connect_wait_timeout)
-            return
-        from aetcd import rpc, watcher
-
-        try:
-            self._is_connecting = True
-            self.channel = rpc.secure_channel(f"{self._host}:{self._port}", self._credentials,
-                                              options=self._options.items())
-            if self._username is not None and self._password is not None:
-                self.auth_stub = rpc.AuthStub(self.channel)
-                try:
-                    resp = await self.auth_stub.Authenticate(
-                        rpc.AuthenticateRequest(name=self._username, password=self._password),
-                        timeout=self._timeout)
-                except rpc.AioRpcError as exc:
-                    aetcd.exceptions._handle_exception(exc)
-                self.metadata = (("token", resp.token),)
-            self.kvstub = rpc.KVStub(self.channel)
-            self.clusterstub = rpc.ClusterStub(self.channel)
-            self.leasestub = rpc.LeaseStub(self.channel)
-            self.maintenancestub = rpc.MaintenanceStub(self.channel)
-            self._watcher = watcher.Watcher(rpc.WatchStub(self.channel), timeout=self._timeout,
-                                            metadata=self.metadata)
-            self._connected.set()
-        finally:
-            self._is_connecting = False
-
-
-def _etcd_credentials(tls: tuple[Any, Any, Any] | None) -> Any:
-    if not tls or not any(tls):
-        return None
-    import grpc
-
-    ca, cert, key = (open(p, "rb").read() if p else None for p in tls)
-    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
 
 
 class Registry:
@@ -350,14 +106,14 @@ class Registry:
             raise RegistryError("no etcd endpoint: set MESH_ETCD=host:port or start the plane with `mesh up`")
         last: Exception | None = None
         # aetcd speaks to one endpoint; try each in turn until one answers.
-        credentials = _etcd_credentials(tls)
+        credentials = etcd_credentials(tls)
         # A registry of many thousand models is read in one range: gRPC's default 4 MiB limit on
         # received messages would make that read (and a pod's start) fail.
         options = {"grpc.max_receive_message_length": ETCD_MAX_MESSAGE_BYTES,
                    "grpc.max_send_message_length": ETCD_MAX_MESSAGE_BYTES}
         for host, port in endpoints:
             if credentials is not None:
-                client: aetcd.Client = _TLSClient(host=host, port=port, username=username, password=password,
+                client: aetcd.Client = TLSClient(host=host, port=port, username=username, password=password,
                                                   timeout=timeout, credentials=credentials, options=options)
             else:
                 client = aetcd.Client(host=host, port=port, username=username, password=password, timeout=timeout,

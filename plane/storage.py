@@ -17,12 +17,14 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from plane.registry import StorageConfig
+from plane.records import StorageConfig
 
 __all__ = [
     "StorageError",
+    "StorageTestResult",
     "validate_config",
     "test_config",
     "check_relative_path",
@@ -56,7 +58,7 @@ def check_relative_path(path: str) -> str:
 
 def validate_config(key: str, type: str, params: dict[str, Any]) -> StorageConfig:
     """Check a storage config and normalise it (``bucket`` becomes ``default_bucket``)."""
-    from plane.api import ValidationError, validate_model_id
+    from plane.operations import ValidationError, validate_model_id
 
     validate_model_id(key, what="storage key")
     type = (type or "").lower()
@@ -188,10 +190,17 @@ def _resolve_local(cfg: StorageConfig, path: str) -> pathlib.Path:
     return target
 
 
-def test_config(cfg: StorageConfig, *, path: str = "", limit: int = 20):
-    """List up to ``limit`` objects under ``path``; never raises for storage problems."""
-    from plane.api import StorageTestResult
+@dataclass
+class StorageTestResult:
+    """What ``mesh storage test`` reports."""
 
+    ok: bool
+    message: str
+    objects: list[str] = field(default_factory=list)
+
+
+def test_config(cfg: StorageConfig, *, path: str = "", limit: int = 20) -> StorageTestResult:
+    """List up to ``limit`` objects under ``path``; never raises for storage problems."""
     try:
         if cfg.type == "local":
             root = _resolve_local(cfg, path) if path else _local_root(cfg).resolve()

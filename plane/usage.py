@@ -23,7 +23,7 @@ import math
 import statistics
 from collections.abc import Sequence
 
-from plane.registry import ModelRecord
+from plane.records import ModelRecord
 
 __all__ = [
     "use_probability",
@@ -33,6 +33,8 @@ __all__ = [
     "MAX_STARTS",
     "RECENCY_HALF_LIFE_MS",
     "next_expected_start",
+    "fresh_rpm",
+    "last_used_text",
 ]
 
 SESSION_GAP_MS = 10 * 60 * 1000  # idle this long, and the next request starts a new session
@@ -63,10 +65,30 @@ def request_weight(rec: ModelRecord | None, now_ms: float) -> float:
     return rec.freq * 0.5 ** (max(0.0, now_ms - rec.freq_ms) / FREQ_HALF_LIFE_MS)
 
 
+RATE_WINDOW_MS = 60_000  # pods report the request count of their last minute, as a rate
+
+
 def fresh_rpm(rec: ModelRecord, now_ms: int) -> float:
-    """The model's rate from pod reports that are still fresh (an idle model's last report
-    must not keep it 'busy')."""
-    return sum(v[0] for v in rec.pod_rpm.values() if now_ms - v[1] <= RATE_FRESH_MS)
+    """The model's rate now, from its pods' reports. A pod reports the requests of its last
+    minute whenever it flushes usage, and it flushes only after requests; so a report of age
+    ``a`` still covers the last ``60 s - a`` of the window and nothing after it. The rate is
+    scaled down by that share, which brings an idle model to 0 one minute after its last
+    request (an estimate between reports that assumes requests were spread evenly)."""
+    total = 0.0
+    for rpm, at in rec.pod_rpm.values():
+        age = max(0, now_ms - at)
+        if age < RATE_WINDOW_MS:
+            total += rpm * (1.0 - age / RATE_WINDOW_MS)
+    return round(total, 1)
+
+
+def last_used_text(rec: ModelRecord, now_ms: int) -> str:
+    """When the model last served a request, in the one wording every front door shows:
+    ``never`` for a model never used (its internal ``last_used_ms`` is set in the past at
+    registration so it cannot evict used models; that time is no use to an operator)."""
+    from plane.settings import format_age
+
+    return format_age(rec.used_ms, now_ms) if rec.used_ms else "never"
 
 
 def note_session_start(rec: ModelRecord, now_ms: int) -> None:

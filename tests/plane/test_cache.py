@@ -95,22 +95,23 @@ def test_decayed_request_count():
     assert usage.request_weight(None, 0) == 0.0
 
 
-def test_pod_eviction_weight_never_loses_a_flushed_count(tmp_path):
+def test_pod_eviction_weight_never_loses_a_flushed_count():
     """Between a usage flush and the watch delivering the written record, the view may still hold
     (or be handed back) an older record: the pod must count the flushed requests itself."""
-    from plane.cache import CacheEntry
-    from plane.pod import Pod
-    from plane.registry import ModelRecord, now_ms
-    from plane.settings import MeshSettings
+    from types import SimpleNamespace
 
-    pod = Pod(MeshSettings(state_dir=tmp_path, metrics_port=0), None)  # no registry needed here
+    from plane.cache import CacheEntry
+    from plane.pod.accounting import Usage
+    from plane.registry import ModelRecord, now_ms
+
+    view = SimpleNamespace(models={"m": ModelRecord("m")})  # as of before the flush: no requests recorded
+    acct = Usage("pod-0", registry=None, view=view)  # no registry needed here
     entry = CacheEntry("m", 10, 0, loading=False)
-    pod.view.models["m"] = ModelRecord("m")  # as of before the flush: no requests recorded
     stamp = now_ms()
-    pod._unseen_counts["m"] = [(stamp, 3)]  # three requests written by a flush stamped now
-    assert pod.eviction_weight(entry) == 3
+    acct.unseen["m"] = [(stamp, 3)]  # three requests written by a flush stamped now
+    assert acct.weight(entry) == 3
     written = ModelRecord("m", freq=3.0, freq_ms=stamp)
-    pod._on_change("models", "m", pod.view.models["m"], written)  # the watch catches up
-    pod.view.models["m"] = written
-    assert "m" not in pod._unseen_counts
-    assert 2.99 < pod.eviction_weight(entry) <= 3.0  # counted once, not twice
+    acct.on_model_change("m", written)  # the watch catches up
+    view.models["m"] = written
+    assert "m" not in acct.unseen
+    assert 2.99 < acct.weight(entry) <= 3.0  # counted once, not twice

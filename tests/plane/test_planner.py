@@ -17,7 +17,9 @@ def pod(pod_id, *, capacity=100 * MiB, used=0, count=0):
 
 
 def model(model_id, *, size=10 * MiB, copies=(), rpm=0.0, last_used=NOW - 6 * HOUR, **kw):
+    # the rate as the pods report it (one fresh report), as the planner reads it
     return ModelRecord(model_id=model_id, size=size, rpm=rpm, last_used_ms=last_used,
+                       pod_rpm={"reporter": [rpm, NOW]} if rpm else {},
                        copies={p: CopyInfo("loaded", 0, size) for p in copies}, **kw)
 
 

@@ -302,7 +302,7 @@ def test_partition_from_etcd_expires_leases_then_pods_reregister(dedicated_etcd,
                 assert traffic.errors == [], traffic.errors[:5]
                 assert sorted(m.model_id for m in direct.list_models()) == sorted([m_local, m_remote])
                 logs = "".join(plane.logs().values())
-                assert "lease expired; registering again" in logs
+                assert "lease expired: registering again" in logs
             finally:
                 direct.close()
     finally:

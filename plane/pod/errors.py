@@ -1,0 +1,52 @@
+"""Errors and wire constants shared by the pod's parts.
+
+A part raises :class:`MeshError` with the gRPC status a client should see; only the servicers
+turn it into a status. A peer's answer comes back as :class:`PeerError`, so routing never
+depends on grpc's exception classes (and a fake peer client can raise the same thing).
+"""
+
+from __future__ import annotations
+
+import grpc
+
+__all__ = ["MeshError", "PeerError", "HOP_HEADER", "PURPOSE_HEADER", "LOAD_FAILED_TRAILER", "Purpose"]
+
+HOP_HEADER = "mm-internal-hop"  # a peer forwarded this: serve it here, never forward again
+PURPOSE_HEADER = "mm-internal-purpose"  # why a peer asks for a load: "request" or a planner reason
+LOAD_FAILED_TRAILER = "mm-load-failed"  # the answer is a load failure (try another pod)
+
+
+class Purpose:
+    """Why a copy is loaded. Only a request's load may evict other copies."""
+
+    REQUEST = "request"
+    PLANNED = "planned"  # preload, scale-up: free space only, never evicts
+
+
+class MeshError(Exception):
+    """An error with the gRPC status code a client should see."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, *, load_failed: bool = False, needs: int = 0,
+                 capacity: int = 0):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.load_failed = load_failed
+        self.needs = needs  # a copy that did not fit: the bytes it needs, and the pod's capacity
+        self.capacity = capacity
+
+
+class PeerError(Exception):
+    """A peer pod answered with an error, or did not answer."""
+
+    def __init__(self, pod_id: str, code: grpc.StatusCode, details: str, *, load_failed: bool = False):
+        super().__init__(f"pod {pod_id}: {code.name}: {details}")
+        self.pod_id = pod_id
+        self.code = code
+        self.details = details
+        self.load_failed = load_failed
+
+    @property
+    def unreachable(self) -> bool:
+        """The peer did not serve the call at all (gone, restarting, cancelled)."""
+        return self.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)

@@ -1,0 +1,147 @@
+"""Talking to other pods: forwarding requests, asking for loads and unloads.
+
+Routing and the leader only see :class:`PeerClient`; :class:`GrpcPeers` is the real one (one
+long-lived channel and stub per peer), and tests pass a fake that records calls. Every failure
+comes back as a :class:`~plane.pod.errors.PeerError` carrying the status code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import grpc
+import grpc.aio
+
+from plane import tls
+from plane.pod.errors import HOP_HEADER, LOAD_FAILED_TRAILER, PURPOSE_HEADER, MeshError, PeerError
+from plane.proto import inference_pb2_grpc as igrpc
+from plane.proto import mmesh_pb2 as mpb
+from plane.proto import mmesh_pb2_grpc as mgrpc
+
+__all__ = ["PeerClient", "GrpcPeers", "PEER_UNLOAD", "unload_handler", "FORWARD_TIMEOUT_S"]
+
+PEER_UNLOAD = "/meshinternal.Peer/Unload"  # pod-to-pod only: the leader asks a pod to drop a copy
+FORWARD_TIMEOUT_S = 120.0
+PEER_UNLOAD_TIMEOUT_S = 30.0
+_HOP = ((HOP_HEADER, "1"),)
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return json.dumps(obj).encode()
+
+
+class PeerClient(Protocol):
+    """What the pod's parts need from other pods."""
+
+    in_flight: dict[str, int]
+
+    async def call(self, pod_id: str, method: str, request: Any, metadata: Any) -> Any:
+        """Forward an inference RPC (``ModelInfer`` / ``ModelMetadata``) to a peer."""
+        ...
+
+    async def ensure_loaded(self, pod_id: str, model_id: str, *, sync: bool, purpose: str, timeout: float) -> None:
+        ...
+
+    async def unload(self, pod_id: str, model_id: str, reason: str) -> bool:
+        ...
+
+    def forget(self, pod_id: str) -> None:
+        ...
+
+    async def close(self) -> None:
+        ...
+
+
+def _peer_error(pod_id: str, exc: grpc.aio.AioRpcError) -> PeerError:
+    trailing = dict(exc.trailing_metadata() or ())
+    return PeerError(pod_id, exc.code(), exc.details() or exc.code().name,
+                     load_failed=trailing.get(LOAD_FAILED_TRAILER) == "1")
+
+
+class GrpcPeers:
+    """Pooled channels to peers, found through ``endpoint_of``."""
+
+    def __init__(self, settings: Any, endpoint_of: Callable[[str], str | None]):
+        self.settings = settings
+        self.endpoint_of = endpoint_of
+        self.in_flight: dict[str, int] = defaultdict(int)
+        self._channels: dict[str, tuple[str, grpc.aio.Channel]] = {}
+        self._stubs: dict[str, igrpc.GRPCInferenceServiceStub] = {}
+
+    def channel(self, pod_id: str) -> grpc.aio.Channel:
+        endpoint = self.endpoint_of(pod_id)
+        got = self._channels.get(pod_id)
+        if got is not None and (endpoint is None or got[0] == endpoint):
+            return got[1]
+        if endpoint is None:
+            raise MeshError(grpc.StatusCode.UNAVAILABLE, f"pod {pod_id} is not registered")
+        opts = [("grpc.max_receive_message_length", self.settings.max_message_bytes),
+                ("grpc.max_send_message_length", self.settings.max_message_bytes)]
+        ch = tls.aio_channel(endpoint, self.settings, options=opts)
+        self._channels[pod_id] = (endpoint, ch)
+        self._stubs.pop(pod_id, None)
+        return ch
+
+    async def call(self, pod_id: str, method: str, request: Any, metadata: Any) -> Any:
+        stub = self._stubs.get(pod_id)
+        if stub is None:  # one stub per peer: building one costs more than the call's own Python work
+            stub = self._stubs[pod_id] = igrpc.GRPCInferenceServiceStub(self.channel(pod_id))
+        md = tuple((k, v) for k, v in (metadata or ()) if k.startswith("mm-") and not k.startswith("mm-internal-"))
+        self.in_flight[pod_id] += 1
+        try:
+            return await getattr(stub, method)(request, metadata=md + _HOP, timeout=FORWARD_TIMEOUT_S)
+        except grpc.aio.AioRpcError as exc:
+            raise _peer_error(pod_id, exc) from None
+        finally:
+            self.in_flight[pod_id] -= 1
+
+    async def ensure_loaded(self, pod_id: str, model_id: str, *, sync: bool, purpose: str, timeout: float) -> None:
+        stub = mgrpc.ModelMeshStub(self.channel(pod_id))
+        try:
+            await stub.ensureLoaded(mpb.EnsureLoadedRequest(modelId=model_id, sync=sync),
+                                    metadata=(*_HOP, (PURPOSE_HEADER, purpose)), timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise _peer_error(pod_id, exc) from None
+
+    async def unload(self, pod_id: str, model_id: str, reason: str) -> bool:
+        call = self.channel(pod_id).unary_unary(PEER_UNLOAD, request_serializer=_json_bytes,
+                                                response_deserializer=json.loads)
+        try:
+            reply = await call({"model_id": model_id, "reason": reason}, timeout=PEER_UNLOAD_TIMEOUT_S)
+        except grpc.aio.AioRpcError as exc:
+            raise _peer_error(pod_id, exc) from None
+        return bool(reply.get("unloaded"))
+
+    def forget(self, pod_id: str) -> None:
+        got = self._channels.pop(pod_id, None)
+        self._stubs.pop(pod_id, None)
+        self.in_flight.pop(pod_id, None)
+        if got is not None:
+            asyncio.get_running_loop().create_task(got[1].close(), name=f"close channel {pod_id}")
+
+    async def close(self) -> None:
+        for _, ch in self._channels.values():
+            try:
+                await ch.close()
+            except Exception:  # noqa: BLE001 - closing at shutdown: nothing left to do with the error
+                pass
+        self._channels.clear()
+        self._stubs.clear()
+
+
+def unload_handler(unload: Callable[[str, str], Any]) -> grpc.GenericRpcHandler:
+    """The server side of :data:`PEER_UNLOAD`."""
+
+    async def handle(request: dict, context: grpc.aio.ServicerContext) -> dict:
+        done = await unload(str(request.get("model_id", "")), str(request.get("reason", "planner")))
+        return {"unloaded": done}
+
+    service, _, method = PEER_UNLOAD.strip("/").partition("/")
+    return grpc.method_handlers_generic_handler(service, {
+        method: grpc.unary_unary_rpc_method_handler(handle, request_deserializer=json.loads,
+                                                    response_serializer=_json_bytes),
+    })
