@@ -8,8 +8,9 @@ output ``variable``: FP32 ``[N, 1]``. Every model takes one input ``input``: FP3
 ``[N, n_features]``.
 
 Helpers for benchmarks and cache tests: :func:`make_medium_model` (a random forest of a few
-MB), :func:`make_tiny_model` (``y = x * 2 + 1`` built with ``onnx.helper``) and
-:func:`make_corrupt_model` (bytes that are not an ONNX model).
+MB), :func:`make_tiny_model` (``y = x * 2 + 1`` built with ``onnx.helper``),
+:func:`make_memory_bomb_model` (a file of a few hundred bytes whose session holds 256 MiB)
+and :func:`make_corrupt_model` (bytes that are not an ONNX model).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ __all__ = [
     "generate_models",
     "make_corrupt_model",
     "make_medium_model",
+    "make_memory_bomb_model",
     "make_tiny_model",
     "sample_input",
 ]
@@ -218,6 +220,40 @@ def make_tiny_model(path: pathlib.Path) -> int:
         [x],
         [y],
         [two, one],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="mesh-plane-demo"
+    )
+    model.ir_version = 8  # readable by any onnxruntime >= 1.10
+    return _write(pathlib.Path(path), model.SerializeToString())
+
+
+def make_memory_bomb_model(path: pathlib.Path) -> int:
+    """Write a model of ~250 bytes whose session holds 256 MiB; returns the file size in bytes.
+
+    ``y = x + table[int(x)]`` (input ``x`` FP32 ``[N, 4]``, output ``y``), where ``table`` is
+    ``ConstantOfShape([64 Mi])`` filled with 1.0, so ``y = x + 1`` for ``x`` in
+    ``[-2**26, 2**26)``. onnxruntime's constant folding (on by default) computes ``table``
+    when the session is created and keeps it as a 256 MiB initializer for the session's
+    life. For tests of memory accounting and of a pod refusing a model larger than its cache.
+    """
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])
+    shape = helper.make_tensor("shape", TensorProto.INT64, [1], [64 * 1024 * 1024])
+    one = helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])
+    graph = helper.make_graph(
+        [
+            helper.make_node("ConstantOfShape", ["shape"], ["table"], value=one),
+            helper.make_node("Cast", ["x"], ["index"], to=TensorProto.INT64),
+            helper.make_node("Gather", ["table", "index"], ["looked_up"], axis=0),
+            helper.make_node("Add", ["x", "looked_up"], ["y"]),
+        ],
+        "memory-bomb",
+        [x],
+        [y],
+        [shape],
     )
     model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="mesh-plane-demo"

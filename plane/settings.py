@@ -116,7 +116,7 @@ class MeshSettings(BaseSettings):
     pod_id: str | None = Field(default=None, description="This pod's id (default: hostname-port).")
     capacity: Size = Field(default=256 * 1024**2, description="Model cache capacity per pod, bytes.")
     size_multiplier: float = Field(
-        default=3.0, description="Predicted memory of a model before load = file size x this + 64 KiB."
+        default=3.0, description="Predicted memory of a model before load = file size x this + 160 KiB."
     )
     load_timeout_s: float = Field(default=90.0, description="A load that takes longer fails.")
     max_concurrent_loads: int = Field(default=1, description="Loads in progress at once per pod.")

@@ -11,7 +11,7 @@ from plane import demo, local
 from plane.api import PlaneClient
 from plane.settings import MeshSettings
 
-POD_CAPACITY = 40 * 1024**2
+POD_CAPACITY = 24 * 1024**2  # three medium forests (about 9.3 MiB each) do not fit: eviction
 
 
 @pytest.fixture(scope="session")
