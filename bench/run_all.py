@@ -33,6 +33,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "density": ("density.py", [], ["--models", "10000", "--resident", "2000", "--reps", "3"]),
     "model_sizes": ("model_sizes.py", [], ["--models", "28", "--reps", "1"]),
     "cache_sim": ("cache_sim.py", [], ["--scale", "0.25"]),
+    "truthful_state": ("truthful_state.py", [], ["--models", "100", "--requests", "1000", "--pause", "8"]),
 }
 
 README = BENCH_DIR.parent / "README.md"

@@ -66,7 +66,7 @@ class MeshConsole(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "mesh-console"
     BINDINGS = keymaps.GLOBAL
-    MODES = dict(SCREENS)  # type: ignore[arg-type]
+    MODES = dict(SCREENS)
 
     connection: reactive[str] = reactive("connecting…")
     connected: reactive[bool] = reactive(False)
@@ -219,7 +219,7 @@ class MeshConsole(App[None]):
         self._history = [*self._history[-HISTORY_MAX:], self.current_mode]
         self.switch_mode(name)
 
-    def action_back(self) -> None:
+    async def action_back(self) -> None:  # App.action_back is a coroutine
         screen = self.screen
         if isinstance(screen, ViewScreen) and screen.handle_back():
             return

@@ -38,8 +38,12 @@ def build_state(n_models: int, n_pods: int, *, placed: float = 0.3, seed: int = 
         if rng.random() < placed:
             for pod in rng.sample(pods, k=rng.choice((1, 1, 2))):
                 copies[pod] = CopyInfo("loaded", NOW_MS - 60_000, 4 * MIB)
+        # one model in ten never used; the others last used up to an hour ago, reported by a pod then
+        used = 0 if rng.random() < 0.1 else NOW_MS - rng.randint(0, 3600_000)
+        rpm = round(rng.random() * 50, 2) if used else 0.0
         m = ModelRecord(model_id=f"model-{i:05d}", path=f"m/{i}.onnx", size=rng.randint(1, 64) * MIB,
-                        last_used_ms=NOW_MS - rng.randint(0, 3600_000), copies=copies, rpm=rng.random() * 50)
+                        last_used_ms=used or NOW_MS - 6 * 3600_000, used_ms=used, copies=copies, rpm=rpm,
+                        pod_rpm={next(iter(copies), pods[i % n_pods]): [rpm, used]} if used else {})
         changes.append(Change("models", m.model_id, m))
     for pod in pods:
         changes.append(Change("instances", pod, InstanceRecord(pod, "127.0.0.1:1", capacity=4096 * MIB)))
@@ -57,7 +61,7 @@ def _changed_batch(state: PlaneState, size: int, seed: int) -> list[Change]:
             m.copies.clear()
         else:
             m.copies[rng.choice(pods)] = CopyInfo("loaded", NOW_MS, 4 * MIB)
-        m.last_used_ms = NOW_MS
+        m.last_used_ms = m.used_ms = NOW_MS
         out.append(Change("models", mid, m))
     return out
 

@@ -7,8 +7,9 @@ pods write it). Every time is relative to a fixed ``now`` so the text never chan
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from console.state import Change, PlaneState
 from plane.registry import (
@@ -21,8 +22,11 @@ from plane.registry import (
     StorageConfig,
     VModelRecord,
 )
+from plane.usage import RATE_WINDOW_MS
 
 __all__ = ["DEMO_NOW_MS", "DemoPlane", "demo_plane", "demo_state", "write_demo"]
+
+R = TypeVar("R", ModelRecord, VModelRecord)
 
 DEMO_NOW_MS = 1_790_000_000_000  # a fixed "now" (2026-09-21 14:13:20 UTC)
 MIB = 1024**2
@@ -38,35 +42,49 @@ class DemoPlane:
     events: list[Event] = field(default_factory=list)
 
 
+def _pod_rate(m: ModelRecord, pod_id: str, now: int) -> float:
+    """What a live pod publishes as its rate for this model: the requests of its last minute."""
+    rpm, at = m.pod_rpm.get(pod_id, (0.0, now))
+    return rpm * max(0.0, 1.0 - (now - at) / RATE_WINDOW_MS)
+
+
 def demo_plane(now: int = DEMO_NOW_MS) -> DemoPlane:
     d = DemoPlane()
-    spec: list[tuple[str, int, dict[str, str], float, int]] = [
-        # id, size MiB, copies {pod: state}, rpm, last used minutes ago
-        ("mnist-v1", 12, {"pod-0": "loaded", "pod-1": "loaded"}, 42.0, 0),
-        ("mnist-v2", 12, {"pod-2": "loaded"}, 8.5, 1),
-        ("resnet18", 46, {"pod-0": "loaded"}, 3.2, 2),
-        ("bert-tiny", 18, {"pod-1": "loaded"}, 1.0, 6),
-        ("fraud-gbm", 8, {"pod-2": "loaded", "pod-0": "loaded"}, 120.0, 0),
-        ("churn-lr", 1, {"pod-1": "loaded"}, 0.4, 14),
-        ("iris-svm", 1, {"pod-2": "loading"}, 0.0, 0),
-        ("yolo-nano", 64, {}, 0.0, 38),
-        ("sentiment-distil", 92, {"pod-1": "loaded"}, 5.1, 3),
-        ("recsys-mf", 33, {"pod-0": "loaded"}, 11.0, 1),
-        ("ocr-crnn", 27, {}, 0.0, 95),
-        ("anomaly-ae", 5, {"pod-2": "loaded"}, 0.7, 22),
+    spec: list[tuple[str, int, dict[str, str], float, int | None]] = [
+        # id, size MiB, copies {pod: state}, rate in the pods' last reports, seconds since the
+        # last request (None: never used). Pods report at their usage flush after requests, so a
+        # report is as old as the last request, and the rate shown has decayed by that age
+        # (``usage.fresh_rpm``): models idle for a minute or more show no rate.
+        ("mnist-v1", 12, {"pod-0": "loaded", "pod-1": "loaded"}, 42.0, 3),
+        ("mnist-v2", 12, {"pod-2": "loaded"}, 9.0, 12),
+        ("resnet18", 46, {"pod-0": "loaded"}, 3.2, 2 * 60 + 10),
+        ("bert-tiny", 18, {"pod-1": "loaded"}, 1.0, 6 * 60 + 5),
+        ("fraud-gbm", 8, {"pod-2": "loaded", "pod-0": "loaded"}, 120.0, 1),
+        ("churn-lr", 1, {"pod-1": "loaded"}, 0.4, 14 * 60 + 5),
+        ("iris-svm", 1, {"pod-2": "loading"}, 0.0, None),
+        ("yolo-nano", 64, {}, 0.0, 38 * 60 + 5),
+        ("sentiment-distil", 92, {"pod-1": "loaded"}, 5.1, 25),
+        ("recsys-mf", 33, {"pod-0": "loaded"}, 11.0, 40),
+        ("ocr-crnn", 27, {}, 0.0, 95 * 60 + 5),
+        ("anomaly-ae", 5, {"pod-2": "loaded"}, 0.7, 22 * 60 + 5),
     ]
-    for model_id, size, copies, rpm, ago_min in spec:
+    for model_id, size, copies, rpm, idle_s in spec:
+        used = 0 if idle_s is None else now - idle_s * 1000
+        # the registry's eviction order: set in the past at registration, then the last use
+        order = used or now - 6 * 3600_000
+        loaded = sorted(p for p, state in copies.items() if state == "loaded")
+        share = {p: round(rpm / len(loaded), 2) for p in loaded} if used else {}
         d.models.append(ModelRecord(
             model_id=model_id, path=f"models/{model_id}.onnx", key="minio" if "v" in model_id else "default",
-            created_ms=now - 3 * 3600_000, last_used_ms=now - ago_min * MIN - 5_000, size=size * MIB,
+            created_ms=now - 3 * 3600_000, last_used_ms=order, used_ms=used, size=size * MIB,
             file_size=size * MIB // 2,
             copies={p: CopyInfo(state=s, since_ms=now - 30 * MIN, size=size * MIB)
                     for p, s in copies.items()},
-            rpm=rpm,
+            rpm=sum(share.values(), 0.0), pod_rpm={p: [r, used] for p, r in share.items()},
         ))
-    d.models.append(ModelRecord(
+    d.models.append(ModelRecord(  # never used: its first request found no pod able to load it
         model_id="broken-net", path="models/broken-net.onnx", created_ms=now - 20 * MIN,
-        last_used_ms=now - 7 * MIN,
+        last_used_ms=now - 20 * MIN - 6 * 3600_000,
         failed={"pod-1": FailureInfo(now - 7 * MIN, "InvalidProtobuf: file is not an ONNX model"),
                 "pod-2": FailureInfo(now - 6 * MIN, "InvalidProtobuf: file is not an ONNX model")},
     ))
@@ -76,7 +94,8 @@ def demo_plane(now: int = DEMO_NOW_MS) -> DemoPlane:
             pod_id=pod_id, endpoint=f"127.0.0.1:{8033 + i}", capacity=256 * MIB,
             used=sum(m.size for m in held), count=len(held),
             loading=sum(1 for m in held if m.copies[pod_id].state == "loading"),
-            rpm=sum(m.rpm for m in held), started_ms=now - 3 * 3600_000, updated_ms=now,
+            rpm=round(sum(_pod_rate(m, pod_id, now) for m in held), 1), started_ms=now - 3 * 3600_000,
+            updated_ms=now,
         ))
     d.vmodels = [
         VModelRecord("mnist", active="mnist-v1", target="mnist-v2", owner="team-vision",
@@ -124,15 +143,24 @@ def demo_state(now: int = DEMO_NOW_MS) -> PlaneState:
     return PlaneState.from_changes(changes)
 
 
+def _replace_with(new: R) -> Callable[[R | None], R]:
+    """A registry update that writes ``new`` whatever was there."""
+
+    def replace(_old: R | None) -> R:
+        return new
+
+    return replace
+
+
 async def write_demo(registry: Registry, now: int, *, lease: Any = None) -> DemoPlane:
     """Write the demo plane into etcd. Pods need a lease (as live pods hold one)."""
     d = demo_plane(now)
     for m in d.models:
-        await registry.update_model(m.model_id, lambda _old, m=m: m, create=True)
+        await registry.update_model(m.model_id, _replace_with(m), create=True)
     for s in d.storage:
         await registry.put_storage(s)
     for v in d.vmodels:
-        await registry.update_vmodel(v.vmodel_id, lambda _old, v=v: v)
+        await registry.update_vmodel(v.vmodel_id, _replace_with(v))
     for p in d.pods:
         await registry.put_instance(p, lease)
     for e in d.events:

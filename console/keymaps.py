@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 
 __all__ = ["View", "VIEWS", "GLOBAL", "VIEW_KEYS", "MUTATING"]
 
@@ -31,7 +31,8 @@ VIEWS: tuple[View, ...] = (
     View("events", "7", "Events", "live stream of loads, unloads, evictions, failures"),
 )
 
-GLOBAL: list[Binding] = [
+# Typed as Textual types BINDINGS (a list is invariant: list[Binding] is not list[BindingType]).
+GLOBAL: list[BindingType] = [
     Binding("colon", "command_bar", ":view", key_display=":"),
     Binding("question_mark", "keys", "keys", key_display="?"),
     Binding("escape", "back", "back"),
@@ -40,7 +41,7 @@ GLOBAL: list[Binding] = [
     *[Binding(v.key, f"switch_view('{v.name}')", v.title, show=False) for v in VIEWS],
 ]
 
-VIEW_KEYS: dict[str, list[Binding]] = {
+VIEW_KEYS: dict[str, list[BindingType]] = {
     "overview": [],
     "install": [
         Binding("u", "plane_up", "start plane"),

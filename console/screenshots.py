@@ -92,11 +92,11 @@ async def take_screenshots(settings: MeshSettings, client: PlaneClient, out: pat
                 app.screen.set_focus(None)
             if view.name == "placement" and isinstance(app.screen, PlacementScreen):
                 # load one more model while the matrix is on screen: the copies it pushes out light up
-                screen = app.screen
+                matrix = app.screen
                 loading = asyncio.create_task(asyncio.to_thread(
                     client.register_model, LIVE_MODEL, path=LIVE_MODEL_PATH, load_now=True, sync=True))
                 deadline = time.monotonic() + FLASH_WAIT_S
-                while not _lit_cells(screen) and time.monotonic() < deadline:
+                while not _lit_cells(matrix) and time.monotonic() < deadline:
                     await pilot.pause(0.05)
                 await pilot.pause(0.2)
                 saved.append(pathlib.Path(app.save_screenshot(filename=f"console-{view.name}.svg", path=str(out))))

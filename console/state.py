@@ -77,13 +77,14 @@ class PlaneState:
         return cls.from_changes((c for c in changes if c is not None), revision)
 
     def _table(self, table: str) -> dict[str, Any]:
-        return {
+        tables: dict[str, dict[str, Any]] = {
             "models": self.models,
             "instances": self.pods,
             "vmodels": self.vmodels,
             "storage": self.storage,
             "events": self.events,
-        }[table]
+        }
+        return tables[table]
 
     def apply(self, changes: Iterable[Change]) -> dict[str, set[str]]:
         """Apply changes; returns the changed names per table."""

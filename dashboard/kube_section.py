@@ -77,16 +77,16 @@ def render(cfg: MeshSettings) -> None:
             st.session_state.pop("k_uninstall_pending", None)
             bar = st.progress(0.0, text="connecting to the cluster…")
             try:
-                res = kube.uninstall(namespace=namespace.strip(), context=context.strip() or None,
-                                     progress=_reporter(bar), delete_data=delete_data)
+                gone = kube.uninstall(namespace=namespace.strip(), context=context.strip() or None,
+                                      progress=_reporter(bar), delete_data=delete_data)
             except kube.KubeError as exc:
                 st.error(str(exc))
                 return
-            if res.errors:
-                st.error("\n".join(f"- {e}" for e in res.errors))
+            if gone.errors:
+                st.error("\n".join(f"- {e}" for e in gone.errors))
             else:
-                st.success(f"uninstalled: {len(res.deleted)} object(s) deleted, "
-                           f"{len(res.missing)} already gone")
+                st.success(f"uninstalled: {len(gone.deleted)} object(s) deleted, "
+                           f"{len(gone.missing)} already gone")
         if b.button("Cancel", key="k_uninstall_cancel"):
             st.session_state.pop("k_uninstall_pending", None)
             st.rerun()

@@ -17,11 +17,18 @@ import time
 from plane import local
 from plane.settings import MeshSettings
 
-__all__ = ["APP_PATH", "streamlit_command", "launch", "url_for", "wait_until_serving", "main"]
+__all__ = ["APP_PATH", "DashboardProcess", "streamlit_command", "launch", "url_for", "wait_until_serving", "main"]
 
 APP_PATH = pathlib.Path(__file__).resolve().parent / "app.py"
 DEFAULT_PORT = 8501
 START_TIMEOUT_S = 60.0
+
+
+class DashboardProcess(subprocess.Popen[bytes]):
+    """The Streamlit server process, with the port and the URL it serves on."""
+
+    dashboard_port: int = 0
+    dashboard_url: str = ""
 
 
 def streamlit_command(port: int, *, headless: bool = True, address: str = "127.0.0.1") -> list[str]:
@@ -43,7 +50,7 @@ def url_for(port: int, address: str = "127.0.0.1") -> str:
 
 
 def launch(*, port: int | None, settings: MeshSettings | None, headless: bool = True,
-           address: str = "127.0.0.1", log_path: pathlib.Path | None = None) -> subprocess.Popen:
+           address: str = "127.0.0.1", log_path: pathlib.Path | None = None) -> DashboardProcess:
     """Start the Streamlit server on ``port`` (a free one when None) with ``settings`` as MESH_*
     environment; returns at once (see :func:`wait_until_serving`). The port is in
     ``proc.args`` and in the attribute ``proc.dashboard_port``."""
@@ -54,7 +61,7 @@ def launch(*, port: int | None, settings: MeshSettings | None, headless: bool = 
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     out = open(log_path, "ab") if log_path else None  # noqa: SIM115 - handed to the child
     try:
-        proc = subprocess.Popen(
+        proc = DashboardProcess(
             streamlit_command(port, headless=headless, address=address),
             env=env,
             cwd=root,
@@ -66,17 +73,17 @@ def launch(*, port: int | None, settings: MeshSettings | None, headless: bool = 
     finally:
         if out:
             out.close()
-    proc.dashboard_port = port  # type: ignore[attr-defined]
-    proc.dashboard_url = url_for(port, address)  # type: ignore[attr-defined]
+    proc.dashboard_port = port
+    proc.dashboard_url = url_for(port, address)
     return proc
 
 
-def wait_until_serving(proc: subprocess.Popen, *, timeout: float = START_TIMEOUT_S) -> str:
+def wait_until_serving(proc: DashboardProcess, *, timeout: float = START_TIMEOUT_S) -> str:
     """Block until the server answers its health check; returns the URL."""
     import urllib.error
     import urllib.request
 
-    url = proc.dashboard_url  # type: ignore[attr-defined]
+    url = proc.dashboard_url
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

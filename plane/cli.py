@@ -25,6 +25,7 @@ from plane.settings import MeshSettings, format_age, format_size, parse_size
 __all__ = ["main", "build_parser"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_PLANE = 0, 1, 2, 3
+DEFAULT_PODS = 3  # `mesh up --pods`
 
 # Not a terminal (pipes, CI logs): a wide fixed width so ids are not cut.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
@@ -87,25 +88,42 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.port:
         settings = settings.model_copy(update={"grpc_port": args.port})
     capacity = parse_size(args.capacity) if args.capacity else None
+    pods = DEFAULT_PODS if args.pods is None else args.pods
     try:
-        plane = local.up(settings, pods=args.pods, capacity=capacity, progress=_plain_progress(), tls=args.tls)
+        plane = local.up(settings, pods=pods, capacity=capacity, progress=_plain_progress(), tls=args.tls)
     except local.AlreadyUp as exc:
         if args.json:
             _json({"already_up": True, "message": str(exc)})
         else:
             out.print(f"[yellow]{exc}[/]")
         return EXIT_OK
+    except (RuntimeError, TimeoutError, OSError) as exc:  # what failed to start was stopped again
+        raise CliError(f"mesh up failed: {exc}") from exc
     if args.json:
-        _json(_local_json(plane))
+        _json({**_local_json(plane), "restarted": plane.restarted})
         return EXIT_OK
-    out.print(f"[green]plane up[/] — etcd {plane.etcd_endpoint}, state dir {plane.state_dir}")
-    table = Table("pod", "gRPC endpoint", "metrics", "capacity")
+    if plane.restarted:
+        out.print(f"[green]plane up[/] — restarted {', '.join(plane.restarted)} on the same ports, data dir and "
+                  f"settings; etcd {plane.etcd_endpoint}, state dir {plane.state_dir}")
+        if args.pods is not None or args.capacity or args.tls or args.port:
+            out.print("[yellow]--pods, --capacity, --port and --tls apply to a new plane: the running plane keeps "
+                      "its settings (`mesh down`, then `mesh up`, to change them)[/]")
+    else:
+        out.print(f"[green]plane up[/] — etcd {plane.etcd_endpoint}, state dir {plane.state_dir}")
+    table = Table("pod", "gRPC endpoint", "metrics", "pid", "capacity")
     for pod in plane.pods:
-        table.add_row(pod.pod_id, pod.endpoint, f"127.0.0.1:{pod.metrics_port}", format_size(plane.capacity))
+        restarted = " [green](restarted)[/]" if pod.pod_id in plane.restarted else ""
+        table.add_row(pod.pod_id + restarted, pod.endpoint, _metrics_endpoint(pod), str(pod.pid),
+                      format_size(plane.capacity))
     out.print(table)
-    out.print(f"KServe V2 inference and ModelMesh management on any pod, e.g. {plane.pods[0].endpoint}")
-    out.print("next: `mesh demo --models 50` registers demo models; `mesh models list` shows them")
+    if not plane.restarted:
+        out.print(f"KServe V2 inference and ModelMesh management on any pod, e.g. {plane.pods[0].endpoint}")
+        out.print("next: `mesh demo --models 50` registers demo models; `mesh models list` shows them")
     return EXIT_OK
+
+
+def _metrics_endpoint(pod: Any) -> str:
+    return f"{pod.endpoint.rpartition(':')[0] or '127.0.0.1'}:{pod.metrics_port}"
 
 
 def _local_json(plane: Any) -> dict[str, Any]:
@@ -115,7 +133,7 @@ def _local_json(plane: Any) -> dict[str, Any]:
         "etcd_prefix": plane.etcd_prefix,
         "capacity": plane.capacity,
         "pods": [{"pod_id": p.pod_id, "endpoint": p.endpoint, "pid": p.pid,
-                  "metrics_endpoint": f"127.0.0.1:{p.metrics_port}"} for p in plane.pods],
+                  "metrics_endpoint": _metrics_endpoint(p)} for p in plane.pods],
     }
 
 
@@ -123,77 +141,181 @@ def cmd_down(args: argparse.Namespace) -> int:
     from plane import local
 
     settings = _settings(args)
+    t0 = time.monotonic()
     stopped = local.down(settings.state_dir, progress=_plain_progress())
     if args.json:
         _json({"stopped": stopped})
+    elif stopped:
+        out.print(f"plane stopped ({time.monotonic() - t0:.1f}s)")
     else:
-        out.print("plane stopped" if stopped else f"no plane is running in {settings.state_dir}")
+        out.print(f"no plane is running in {settings.state_dir}")
     return EXIT_OK
 
 
+def _status_pods(snap: Any, health: Any) -> list[dict[str, Any]]:
+    """One entry per pod: those plane.json records (alive or not), then the registry's others.
+    Without a registry read (``snap`` None) the live figures are None: nothing knows them."""
+    registered = {p.pod_id: p for p in snap.pods} if snap is not None else {}
+    rows: list[dict[str, Any]] = []
+    recorded = health.plane.pods if health is not None else []
+    capacity = health.plane.pod_settings.get("capacity", health.plane.capacity) if health is not None else 0
+    for pod in recorded:
+        alive = health.pods_alive.get(pod.pod_id, False)
+        rec = registered.pop(pod.pod_id, None)
+        if rec is not None:
+            row = {**_registered_pod(rec), "pid": pod.pid, "alive": alive}
+            if not alive:  # its record outlives the process until its lease expires
+                row["ready"] = False
+            rows.append(row)
+            continue
+        rows.append({
+            "pod_id": pod.pod_id, "endpoint": pod.endpoint, "metrics_endpoint": _metrics_endpoint(pod),
+            "ready": False if snap is not None or not alive else None, "shutting_down": None,
+            "capacity": capacity, "used": None, "models_loaded": None, "loading": None, "rpm": None,
+            "pid": pod.pid, "alive": alive, "registered": False if snap is not None else None,
+        })
+    rows.extend({**_registered_pod(rec), "alive": True} for _, rec in sorted(registered.items()))
+    return rows
+
+
+def _registered_pod(p: Any) -> dict[str, Any]:
+    return {
+        "pod_id": p.pod_id,
+        "endpoint": p.endpoint,
+        "metrics_endpoint": p.metrics_endpoint,
+        "ready": not p.shutting_down,
+        "shutting_down": p.shutting_down,
+        "capacity": p.capacity,
+        "used": p.used,
+        "models_loaded": p.count,
+        "loading": p.loading,
+        "rpm": p.rpm,
+        "pid": p.pid,
+        "registered": True,
+    }
+
+
 def cmd_status(args: argparse.Namespace) -> int:
+    """Tells apart: no plane; etcd down (pods alive); etcd not answering; some pods down; healthy.
+    See docs/cli-json.md for the JSON and exit codes."""
     from plane import local
     from plane.registry import RegistryError
 
     settings = _settings(args)
-    embedded = local.status(settings.state_dir) if not settings.etcd else None
-    try:
-        client = _client(args)
-    except CliError:
+    explicit = bool(settings.etcd)  # --etcd or MESH_ETCD
+    health = local.inspect(settings.state_dir)
+    if health is not None and explicit and (health.plane.etcd_endpoint, health.plane.etcd_prefix) != (
+            settings.etcd, settings.etcd_prefix):
+        health = None  # plane.json describes another plane than the one asked about
+    if not explicit and (health is None or not health.any_alive):
+        message = f"no plane is running (state dir {settings.state_dir}); start one with `mesh up`"
+        if health is not None:
+            message += f" (the plane recorded there has stopped: its etcd and {len(health.plane.pods)} pods are gone)"
         if args.json:
-            _json({"up": False, "state_dir": str(settings.state_dir), "pods": []})
+            _json({"up": False, "state": "no_plane", "state_dir": str(settings.state_dir), "pods": [],
+                   "message": message})
         else:
-            out.print(f"no plane is running (state dir {settings.state_dir}); start one with `mesh up`")
+            out.print(message)
         return EXIT_NO_PLANE
-    with client:
-        try:
-            snap = client.snapshot()
-        except RegistryError as exc:
-            raise CliError(str(exc), EXIT_NO_PLANE) from exc
-    live = {p.pod_id for p in snap.pods}
-    data = {
-        "up": True,
-        "mode": "embedded" if embedded else "external",
+    embedded = health is not None and health.embedded
+    etcd: dict[str, Any] = {
+        "endpoint": health.plane.etcd_endpoint if health is not None else settings.etcd,
+        "pid": health.plane.etcd_pid if health is not None and embedded else None,
+        "alive": health.etcd_alive if health is not None and embedded else None,  # None: not our process
+        "reachable": False,
+    }
+    data: dict[str, Any] = {
+        "mode": "external" if explicit else "embedded",
         "state_dir": str(settings.state_dir),
-        "etcd": client.etcd_endpoint,
-        "etcd_prefix": settings.etcd_prefix,
-        "pods": [
-            {
-                "pod_id": p.pod_id,
-                "endpoint": p.endpoint,
-                "metrics_endpoint": p.metrics_endpoint,
-                "ready": not p.shutting_down,
-                "shutting_down": p.shutting_down,
-                "capacity": p.capacity,
-                "used": p.used,
-                "models_loaded": p.count,
-                "loading": p.loading,
-                "rpm": p.rpm,
-                "pid": p.pid,
-            }
-            for p in snap.pods
-        ],
+        "etcd": etcd["endpoint"],
+        "etcd_prefix": health.plane.etcd_prefix if health is not None else settings.etcd_prefix,
+        "etcd_status": etcd,
+    }
+    snap = None
+    problem = ""
+    if health is not None and health.state == "etcd_down":
+        problem = "etcd_down"  # its process is gone: no point in waiting for a connection
+    else:
+        try:
+            with _client(args) as client:
+                data["etcd"] = etcd["endpoint"] = client.etcd_endpoint
+                snap = client.snapshot()
+        except (CliError, RegistryError) as exc:
+            problem, data["message"] = "etcd_unreachable", str(exc)
+    etcd["reachable"] = snap is not None
+    if etcd["alive"] is None:
+        etcd["alive"] = etcd["reachable"]  # an external etcd: alive is what answers
+    data["pods"] = _status_pods(snap, health)
+    if problem or snap is None:
+        return _status_down(args, data, problem or "etcd_unreachable", health)
+    live = {p.pod_id for p in snap.pods}
+    dead = [p for p in data["pods"] if not p["alive"]]
+    data.update({
+        "up": True,
+        "state": "degraded" if dead else "healthy",
+        "message": (f"{len(dead)} of {len(data['pods'])} pods down: {', '.join(p['pod_id'] for p in dead)}; "
+                    "`mesh up` restarts them on the same ports") if dead else "",
         "models": {
             "registered": len(snap.models),
             "loaded": sum(1 for m in snap.models if any(p in live for p in m.loaded_on())),
             "failed": sum(1 for m in snap.models if m.failed and not m.loaded_on()),
         },
         "vmodels": len(snap.vmodels),
-    }
+    })
     if args.json:
         _json(data)
         return EXIT_OK
-    out.print(f"plane ({data['mode']}) — etcd {data['etcd']} prefix {settings.etcd_prefix!r}")
-    table = Table("pod", "endpoint", "state", "used / capacity", "models", "loading", "req/min")
-    for p in snap.pods:
-        state = "[yellow]shutting down[/]" if p.shutting_down else "[green]ready[/]"
-        table.add_row(p.pod_id, p.endpoint, state, f"{format_size(p.used)} / {format_size(p.capacity)}",
-                      str(p.count), str(p.loading), f"{p.rpm:.0f}")
-    out.print(table)
+    out.print(f"plane ({data['mode']}) — etcd {data['etcd']} prefix {data['etcd_prefix']!r}")
+    _status_table(data["pods"])
     m = data["models"]
     out.print(f"models: {m['registered']} registered, {m['loaded']} loaded, {m['failed']} failed; "
               f"{data['vmodels']} vmodels")
+    if dead:
+        out.print(f"[red]{data['message']}[/]")
     return EXIT_OK
+
+
+def _status_down(args: argparse.Namespace, data: dict[str, Any], problem: str, health: Any) -> int:
+    """etcd is down (its process is gone) or does not answer: what plane.json knows, exit 3."""
+    alive = sum(1 for p in data["pods"] if p["alive"])
+    pods = f"{alive} of {len(data['pods'])} pods alive"
+    if problem == "etcd_down":
+        pid = health.plane.etcd_pid
+        data["message"] = (f"etcd is down ({data['etcd']}, pid {pid} no longer runs); {pods}, serving the models "
+                           "they hold, but loads and registry changes wait for etcd; `mesh up` restarts etcd on "
+                           "the same port and data dir, `mesh down` stops the pods")
+    elif health is not None:
+        data["message"] += f" ({pods})"
+    data.update({"up": False, "state": problem})
+    if args.json:
+        _json(data)
+        return EXIT_NO_PLANE
+    out.print(f"[red]{data['message']}[/]")
+    if data["pods"]:
+        _status_table(data["pods"])
+    return EXIT_NO_PLANE
+
+
+def _status_table(pods: list[dict[str, Any]]) -> None:
+    table = Table("pod", "endpoint", "pid", "state", "used / capacity", "models", "loading", "req/min")
+    for p in pods:
+        if not p["alive"]:
+            state = "[red]dead[/]"
+        elif p["registered"] is None:
+            state = "[yellow]alive (registry unknown)[/]"
+        elif not p["registered"]:
+            state = "[yellow]alive, not registered[/]"
+        else:
+            state = "[yellow]shutting down[/]" if p["shutting_down"] else "[green]ready[/]"
+        used = "-" if p["used"] is None else format_size(p["used"])  # None: etcd down, nothing knows it
+        rpm = None if p["rpm"] is None else round(p["rpm"])
+        table.add_row(p["pod_id"], p["endpoint"], _dash(p["pid"]), state, f"{used} / {format_size(p['capacity'])}",
+                      _dash(p["models_loaded"]), _dash(p["loading"]), _dash(rpm))
+    out.print(table)
+
+
+def _dash(value: Any) -> str:
+    return "-" if value is None else str(value)
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
@@ -294,9 +416,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _model_json(m: Any, live: set[str] | None = None) -> dict[str, Any]:
-    d = dataclasses.asdict(m)
+    from plane import usage
+
+    d = dataclasses.asdict(m)  # every record field, "used_ms" included (0 = never used)
     d["status"] = m.status()
     d["loaded_on"] = [p for p in m.loaded_on() if live is None or p in live]
+    d["rpm_now"] = usage.fresh_rpm(m, int(time.time() * 1000))  # the rate now, 0 a minute after the last request
     return d
 
 
@@ -312,6 +437,11 @@ def cmd_models_register(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _rate(rpm: float) -> str:
+    """A model's request rate as the tables show it: whole numbers, one decimal below 10/min."""
+    return f"{rpm:.0f}" if rpm >= 10 or rpm == 0 else f"{rpm:.1f}"
+
+
 def cmd_models_list(args: argparse.Namespace) -> int:
     with _client(args) as client:
         snap = client.snapshot()
@@ -322,12 +452,16 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     if args.json:
         _json([_model_json(m, live) for m in models])
         return EXIT_OK
+    from plane import usage
+
+    now = int(time.time() * 1000)
     table = Table("model", "status", "copies", "size", "last used", "req/min", "failures")
     for m in models[: args.limit or None]:
         copies = ", ".join(f"{p}{'' if c.state == 'loaded' else ' (loading)'}" for p, c in sorted(m.copies.items())
                            if p in live) or "-"
         table.add_row(m.model_id, m.status(), copies, format_size(m.size) if m.size else "-",
-                      _ago(m.last_used_ms), f"{m.rpm:.0f}", str(len(m.failed)) if m.failed else "")
+                      usage.last_used_text(m, now), _rate(usage.fresh_rpm(m, now)),
+                      str(len(m.failed)) if m.failed else "")
     out.print(table)
     shown = min(len(models), args.limit) if args.limit else len(models)
     out.print(f"{shown} of {len(models)} models shown")
@@ -343,9 +477,12 @@ def cmd_models_status(args: argparse.Namespace) -> int:
     if args.json:
         _json(_model_json(rec, live))
         return EXIT_OK
+    from plane import usage
+
+    now = int(time.time() * 1000)
     out.print(f"[bold]{rec.model_id}[/] — {rec.status()}  ({rec.key}:{rec.path}, type {rec.type})")
     out.print(f"size {format_size(rec.size) if rec.size else 'unknown (not loaded yet)'}, "
-              f"last used {_ago(rec.last_used_ms)}, {rec.rpm:.0f} req/min"
+              f"last used {usage.last_used_text(rec, now)}, {_rate(usage.fresh_rpm(rec, now))} req/min"
               + (", pinned" if rec.pinned else ""))
     for pod, c in sorted(rec.copies.items()):
         gone = "" if pod in live else " [red](pod gone)[/]"
@@ -599,7 +736,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("up", help="start etcd and runtime pods on this machine")
     _common(p)
-    p.add_argument("--pods", type=int, default=3, help="number of runtime pods (default 3)")
+    p.add_argument("--pods", type=int, help=f"number of runtime pods (default {DEFAULT_PODS})")
     p.add_argument("--capacity", help="model cache per pod, e.g. 256MiB (default MESH_CAPACITY or 256MiB)")
     p.add_argument("--port", type=int, help="gRPC port of the first pod (default 8033; the next pods follow)")
     p.add_argument("--tls", action="store_true",

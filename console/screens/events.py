@@ -7,6 +7,8 @@ wait, counted, until following resumes); ``/`` filters with ``kind:evict``, ``mo
 
 from __future__ import annotations
 
+import datetime as dt
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.widgets import Input, Static
@@ -49,9 +51,9 @@ class EventFilter:
         return all(w in hay for w in self.words)
 
 
-def event_row(ev: Event, tz: object = None) -> tuple[CellSpec, ...]:
+def event_row(ev: Event, tz: dt.tzinfo | None = None) -> tuple[CellSpec, ...]:
     return (
-        cell(formatting.clock_time(ev.time_ms, tz), sort=ev.key),  # type: ignore[arg-type]
+        cell(formatting.clock_time(ev.time_ms, tz), sort=ev.key),
         cell(ev.kind, style=KIND_STYLE.get(ev.kind, "")),
         cell(ev.model or "-"),
         cell(ev.pod or "-"),

@@ -21,6 +21,7 @@ from console import formatting, keymaps
 from console.screens.base import ViewScreen
 from console.screens.dialogs import ConfirmScreen, DetailsScreen, FormField, FormScreen
 from console.widgets.keyed_table import CellSpec, KeyedTable, cell
+from plane import usage
 from plane.api import record_as_dict
 from plane.registry import ModelRecord
 
@@ -43,8 +44,11 @@ STATUS_STYLE = {"LOADED": "green", "LOADING": "yellow", "LOADING_FAILED": "bold 
 
 
 def model_row(m: ModelRecord, now: int) -> tuple[CellSpec, ...]:
+    """The table row of one model. "last used" is the last real request (``never`` sorts as
+    the oldest); the rate is the decayed one, 0 a minute after the last request."""
     status = m.status()
     loaded, loading = m.loaded_on(), m.loading_on()
+    rpm = usage.fresh_rpm(m, now)
     copies = ", ".join(loaded + [f"{p}…" for p in loading]) or "-"
     fail = ""
     if m.failed:
@@ -57,8 +61,8 @@ def model_row(m: ModelRecord, now: int) -> tuple[CellSpec, ...]:
         cell(status, style=STATUS_STYLE.get(status, "")),
         cell(copies, sort=(len(loaded) + len(loading), copies)),
         cell(formatting.size(m.size), sort=m.size),
-        cell(formatting.ago(m.last_used_ms, now), sort=-m.last_used_ms),
-        cell(formatting.rate(m.rpm), sort=m.rpm),
+        cell(usage.last_used_text(m, now), sort=-m.used_ms),
+        cell(formatting.rate(rpm), sort=rpm),
         cell(fail, sort=len(m.failed), style="red" if fail else ""),
         cell(f"{m.key}:{m.path}"),
     )
@@ -83,8 +87,8 @@ class ModelsScreen(ViewScreen):
         super().__init__()
         self.filter_text = ""
         self._filter_timer: Timer | None = None
-        # model id -> (record, "last used" text, row): a full pass rebuilds only rows whose
-        # record was replaced by the watch or whose relative time changed
+        # model id -> (record, time-dependent text, row): a full pass rebuilds only rows whose
+        # record was replaced by the watch or whose "last used" or decaying rate changed
         self._rows: dict[str, tuple[ModelRecord, str, tuple[CellSpec, ...]]] = {}
 
     def compose_body(self) -> ComposeResult:
@@ -139,12 +143,12 @@ class ModelsScreen(ViewScreen):
         self._summary()
 
     def _row(self, m: ModelRecord, now: int) -> tuple[CellSpec, ...]:
-        ago = formatting.ago(m.last_used_ms, now)
+        timely = f"{usage.last_used_text(m, now)}|{formatting.rate(usage.fresh_rpm(m, now))}"
         cached = self._rows.get(m.model_id)
-        if cached is not None and cached[0] is m and cached[1] == ago:
+        if cached is not None and cached[0] is m and cached[1] == timely:
             return cached[2]
         row = model_row(m, now)
-        self._rows[m.model_id] = (m, ago, row)
+        self._rows[m.model_id] = (m, timely, row)
         return row
 
     def _summary(self) -> None:
@@ -306,8 +310,8 @@ def model_details(m: ModelRecord, now: int) -> list[Any]:
     head.add_row("status", Text(status, style=STATUS_STYLE.get(status, "")))
     head.add_row("storage", f"{m.key}:{m.path} ({m.type})")
     head.add_row("size", f"{formatting.size(m.size)} in memory, {formatting.size(m.file_size)} on disk")
-    head.add_row("last used", formatting.ago(m.last_used_ms, now))
-    head.add_row("rate", formatting.rate(m.rpm))
+    head.add_row("last used", usage.last_used_text(m, now))
+    head.add_row("rate", formatting.rate(usage.fresh_rpm(m, now)))
     head.add_row("policy", f"pinned={m.pinned} min_copies={m.min_copies} max_copies={m.max_copies or '∞'}")
     head.add_row("vmodels", ", ".join(m.refs) or "-")
     copies = Table(title="copies", title_justify="left", expand=True)

@@ -160,13 +160,14 @@ class StorageScreen(ViewScreen):
 
         def answer(yes: bool | None) -> None:
             if yes:
-                self.remove(key)
+                self.remove_config(key)
 
         question = f"Remove storage config {key!r}?{warn}"
         self.app.push_screen(ConfirmScreen(question, confirm_label="Remove"), answer)
 
+    # not ``remove``: that is Widget.remove(), which Textual calls to take a screen down
     @work(thread=True, exclusive=False, exit_on_error=False, name="remove storage")
-    def remove(self, key: str) -> None:
+    def remove_config(self, key: str) -> None:
         self.require_writable()
         if self.client_or_raise().remove_storage(key):
             self.app.call_from_thread(self.notify, f"storage {key!r} removed")

@@ -94,7 +94,11 @@ class VModelsScreen(ViewScreen):
             self.client_or_raise().set_vmodel(vid, target)
             return f"vmodel {vid} -> {target}"
 
-        self.app.push_screen(FormScreen("Set a vmodel", fields, submit), lambda msg: msg and self.notify(msg))
+        self.app.push_screen(FormScreen("Set a vmodel", fields, submit), self._done)
+
+    def _done(self, message: str | None) -> None:
+        if message:
+            self.notify(message)
 
     def action_delete_vmodel(self) -> None:
         key = self.table.selected_key()

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pandas as pd
 import streamlit as st
 
 from dashboard import state
-from dashboard.ui import errors_shown, fmt_ago, fmt_size
+from dashboard.ui import errors_shown, fmt_rate, fmt_size, sortable_table
+from plane import usage
 from plane.api import PlacementSnapshot
 from plane.registry import ModelRecord, now_ms
 
@@ -21,8 +25,9 @@ if flash:
     (st.success if kind == "ok" else st.warning)(text)
 
 
-def model_rows(snap: PlacementSnapshot) -> list[dict]:
-    now = now_ms()
+def model_rows(snap: PlacementSnapshot, now: int) -> list[dict]:
+    """One row per model. "last used" holds the time of the last request (0 = never) and
+    "req/min" the decayed rate, so that both sort as numbers; ``shown_as`` words them."""
     vmodels_of: dict[str, list[str]] = {}
     for v in snap.vmodels:
         vmodels_of.setdefault(v.active or v.target, []).append(v.vmodel_id)
@@ -39,9 +44,16 @@ def model_rows(snap: PlacementSnapshot) -> list[dict]:
             "loading on": ", ".join(m.loading_on()),
             "failed": "; ".join(f"{p}: {f.message}" for p, f in sorted(m.failed.items())),
             "vmodels": ", ".join(sorted(set(vmodels_of.get(m.model_id, [])) | set(m.refs))),
-            "last used": fmt_ago(m.last_used_ms, now),
+            "last used": m.used_ms,
+            "req/min": usage.fresh_rpm(m, now),
         })
     return rows
+
+
+def shown_as(snap: PlacementSnapshot, now: int) -> dict[str, Callable[[Any], str]]:
+    """How the numeric columns read: the same words as the CLI and the console."""
+    words = {m.used_ms: usage.last_used_text(m, now) for m in snap.models}
+    return {"last used": lambda ms: words.get(ms, "never"), "req/min": fmt_rate}
 
 
 def _filtered(snap: PlacementSnapshot, needle: str, statuses: list[str]) -> list[ModelRecord]:
@@ -63,9 +75,11 @@ needle = c1.text_input("Filter", key="models_filter", placeholder="model id or p
 statuses = c2.multiselect("Status", STATUSES, key="models_status", placeholder="any status")
 shown = _filtered(snap, needle, statuses)
 cols = ["model", "status", "type", "storage", "path", "size", "loaded on", "loading on", "failed", "vmodels",
-        "last used"]
+        "last used", "req/min"]
 table = PlacementSnapshot(pods=snap.pods, models=shown, vmodels=snap.vmodels, taken_ms=snap.taken_ms)
-st.dataframe(pd.DataFrame(model_rows(table), columns=cols), hide_index=True, key="models_table")
+now = now_ms()
+frame = pd.DataFrame(model_rows(table, now), columns=cols)
+st.dataframe(sortable_table(frame, shown_as(table, now)), hide_index=True, key="models_table")
 st.caption(f"{len(shown)} of {len(snap.models)} model(s)")
 
 model_ids = [m.model_id for m in snap.models]

@@ -26,7 +26,7 @@ from plane.settings import MeshSettings
 pytestmark = pytest.mark.slow
 
 MIB = 1024**2
-POD_CAPACITY = 40 * MIB  # two of the medium models fit; the third evicts the least recently used
+POD_CAPACITY = 20 * MIB  # two of the medium models (about 9.3 MiB each) fit; the third evicts the LRU
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ async def test_register_through_the_form_then_watch_an_eviction(live_plane):
         placement = app.screen
         assert isinstance(placement, PlacementScreen)
         await wait_for(pilot, lambda: placement.table.spec("m0") is not None, what="m0 in the matrix")
-        for i in (1, 2, 3):  # sizes are measured (RSS), so load until m0 has to go
+        for i in (1, 2, 3):  # sizes are measured, so load until m0 has to go
             await pilot.pause(0.6)  # m0 must be the least recently used
             client.register_model(f"m{i}", path=f"m{i}/model.onnx", load_now=True, sync=True)
             if not client.get_model("m0").copies:

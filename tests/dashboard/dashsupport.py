@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import pathlib
 
+import pandas as pd
 import streamlit as st
+from streamlit import dataframe_util
 from streamlit.testing.v1 import AppTest
 
+from plane import usage
 from plane.api import PlaneClient
 from plane.registry import CopyInfo, Event, InstanceRecord, ModelRecord, now_ms
 
@@ -49,6 +52,18 @@ class SimPods:
         if state == "loaded":
             self.event("loaded", model_id, pod_id, size)
         self.refresh_pod(pod_id)
+
+    def serve(self, model_id: str, pod_id: str, *, rpm: float, at_ms: int, requests: int = 10) -> None:
+        """A usage flush as a pod writes it after serving requests (``plane.pod._flush_usage``)."""
+
+        def change(m: ModelRecord) -> ModelRecord:
+            usage.note_requests(m, requests, at_ms)
+            m.last_used_ms = max(m.last_used_ms, at_ms)
+            m.used_ms = at_ms
+            usage.update_rate(m, pod_id, rpm, at_ms)
+            return m
+
+        self.client.run_async(self.client.registry.update_model(model_id, change))
 
     def evict(self, model_id: str, pod_id: str) -> None:
         def change(m: ModelRecord) -> ModelRecord:
@@ -123,6 +138,15 @@ TABLE_COLUMNS = {  # st.dataframe keeps no key without selections: find tables b
 def table(at: AppTest, key: str):
     column = TABLE_COLUMNS[key]
     return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
+def shown_table(at: AppTest, key: str) -> pd.DataFrame:
+    """A table as the browser shows it: a Styler's display values where the page styled it
+    (columns that sort by a value but read as text), the values elsewhere."""
+    column = TABLE_COLUMNS[key]
+    el = next(d for d in at.dataframe if column in d.value.columns)
+    raw = el.proto.arrow_data.styler.display_values
+    return dataframe_util.convert_arrow_bytes_to_pandas_df(raw) if raw else el.value
 
 
 def button(at: AppTest, key: str):

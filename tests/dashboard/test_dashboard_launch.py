@@ -75,7 +75,7 @@ def test_launch_passes_settings_as_environment(settings, headless, monkeypatch):
         def __init__(self, cmd, **kw):
             captured.update(cmd=cmd, **kw)
 
-    monkeypatch.setattr(launch.subprocess, "Popen", FakePopen)
+    monkeypatch.setattr(launch, "DashboardProcess", FakePopen)
     proc = launch.launch(port=9999, settings=settings, headless=headless)
     assert proc.dashboard_url == "http://localhost:9999"
     env = captured["env"]

@@ -8,11 +8,11 @@ dashboard's cached PlaneClient.
 from __future__ import annotations
 
 import pytest
-from dashsupport import MIB, button, errors, figures_of, metrics, open_page, table
+from dashsupport import MIB, button, errors, figures_of, metrics, open_page, shown_table, table
 from streamlit.testing.v1 import AppTest
 
 from plane import local
-from plane.registry import FailureInfo, ModelRecord
+from plane.registry import FailureInfo, ModelRecord, now_ms
 
 
 def fail(client, model_id: str, pod_id: str, message: str) -> None:
@@ -143,6 +143,9 @@ def register(at: AppTest, model_id: str, path: str, *, load_now: bool = False) -
 
 
 def test_models_table_and_filters(placed):
+    now = now_ms()
+    placed.serve("alpha", "pod-0", rpm=60.0, at_ms=now - 1000)  # in use
+    placed.serve("beta", "pod-1", rpm=239.0, at_ms=now - 120_000)  # idle for two minutes since
     at = open_page("models")
     df = table(at, "models_table")
     assert list(df["model"]) == ["alpha", "beta", "delta", "gamma"]
@@ -151,6 +154,16 @@ def test_models_table_and_filters(placed):
     assert rows.loc["alpha", "loaded on"] == "pod-0, pod-1"
     assert rows.loc["gamma", "status"] == "LOADING_FAILED"
     assert "bad onnx file" in rows.loc["gamma", "failed"]
+    # the rate now and the last real request, worded as the CLI and the console word them ...
+    words = shown_table(at, "models_table").set_index("model")
+    assert words.loc["beta", "req/min"] == "0" and words.loc["beta", "last used"] == "2m ago"
+    assert words.loc["gamma", "last used"] == "never" and words.loc["delta", "last used"] == "never"
+    assert 0 < float(words.loc["alpha", "req/min"]) < 60
+    assert words.loc["alpha", "last used"].endswith("s ago")
+    # ... sorting by their values: a click on "last used" puts never-used models first (oldest)
+    assert rows.loc["beta", "last used"] == now - 120_000 and rows.loc["gamma", "last used"] == 0
+    assert list(df.sort_values("last used", kind="stable")["model"]) == ["delta", "gamma", "beta", "alpha"]
+    assert rows.loc["beta", "req/min"] == 0 and 0 < rows.loc["alpha", "req/min"] < 60
     at.multiselect(key="models_status").set_value(["LOADED"]).run()
     assert list(table(at, "models_table")["model"]) == ["alpha", "beta"]
     at.text_input(key="models_filter").input("alp").run()

@@ -72,6 +72,70 @@ def test_demo_models_storage_and_vmodels(embedded, tmp_path):
     assert {"register", "load", "loaded", "unregister"} <= {e["kind"] for e in events}
 
 
+def _flush_usage(client, model_id: str, rpm: float, stamp: int) -> None:
+    """What a pod's usage flush writes after serving requests (plane.pod._flush_usage)."""
+    from plane import usage
+
+    def change(m):
+        usage.note_requests(m, 10, stamp)
+        m.last_used_ms = max(m.last_used_ms, stamp)
+        m.used_ms = stamp
+        usage.update_rate(m, "pod-0", rpm, stamp)
+        return m
+
+    client.run_async(client.registry.update_model(model_id, change))
+
+
+def _table_rows(text: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.replace("┃", "│").strip("│ ").split("│")]
+        if len(cells) >= 6:
+            rows[cells[0]] = cells
+    return rows
+
+
+def test_models_show_the_rate_now_and_never_for_unused_models(settings):
+    """An idle model's last report (239 req/min two minutes ago) must not read as its rate, and
+    a model never used must not read as used at its registration-time eviction order."""
+    from plane.api import PlaneClient
+    from plane.registry import now_ms
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
+    env.update(MESH_ETCD=settings.etcd, MESH_ETCD_PREFIX=settings.etcd_prefix, MESH_STATE_DIR=str(settings.state_dir))
+    client = PlaneClient.connect(settings)
+    try:
+        for name in ("idle-2m", "never-used", "busy"):
+            client.register_model(name, path=f"{name}.onnx")
+        now = now_ms()
+        _flush_usage(client, "idle-2m", 239.0, now - 120_000)
+        _flush_usage(client, "busy", 60.0, now - 1000)
+    finally:
+        client.close()
+
+    listed = run(env, "models", "list").stdout
+    rows = _table_rows(listed)
+    assert rows["model"][4:6] == ["last used", "req/min"], listed
+    assert rows["idle-2m"][4:6] == ["2m ago", "0"], listed
+    assert rows["never-used"][4:6] == ["never", "0"], listed
+    assert 0 < float(rows["busy"][5]) < 60, listed  # 60/min reported a second or two ago, decaying
+
+    models = {m["model_id"]: m for m in json.loads(run(env, "models", "list", "--json").stdout)}
+    idle, never, busy = models["idle-2m"], models["never-used"], models["busy"]
+    assert idle["rpm_now"] == 0 and idle["rpm"] == 239.0  # the new key decays; the old keeps its meaning
+    assert idle["used_ms"] == now - 120_000 and idle["last_used_ms"] == now - 120_000
+    assert never["used_ms"] == 0 and never["rpm_now"] == 0
+    assert 0 < never["last_used_ms"] < now - 3600_000  # the eviction order, still reported as it was
+    assert 0 < busy["rpm_now"] < 60 and busy["rpm"] == 60.0
+
+    status = run(env, "models", "status", "idle-2m").stdout
+    assert "last used 2m ago, 0 req/min" in status, status
+    status = run(env, "models", "status", "never-used").stdout
+    assert "last used never, 0 req/min" in status, status
+    one = json.loads(run(env, "models", "status", "never-used", "--json").stdout)
+    assert one["used_ms"] == 0 and one["rpm_now"] == 0
+
+
 def test_storage_secret_from_env_is_never_printed(embedded):
     env, _, _ = embedded
     secret = "sEcReT-KEY-for-cli-test-0123456789"
