@@ -67,7 +67,7 @@ FAILED_START_STOP_S = 5.0  # stopping what a failed `mesh up` started
 STATE_FILE = "plane.json"
 ETCD_MARKER, POD_MARKER = "etcd", "plane.pod"  # in the command lines (pid checks of old records)
 # Not recorded for restarts: per pod, or a secret that must not sit in plane.json.
-_UNRECORDED = {"grpc_port", "metrics_port", "pod_id", "etcd_password"}
+_UNRECORDED = {"grpc_port", "metrics_port", "pod_id", "etcd_password", "peer_token"}  # secrets stay out
 
 PortTaken = supervise.PortTaken
 Progress = Callable[[str, int, int], None]  # (message, done, total)
@@ -312,7 +312,8 @@ def _start(settings: MeshSettings, pods: int, capacity: int | None, tls: bool, r
 def _pod_settings(plane: LocalPlane, current: MeshSettings) -> MeshSettings:
     """The settings the plane's pods were started with (today's, for records of older versions)."""
     if plane.pod_settings:
-        settings = MeshSettings(**{**plane.pod_settings, "etcd_password": current.etcd_password})
+        settings = MeshSettings(**{**plane.pod_settings, "etcd_password": current.etcd_password,
+                                   "peer_token": current.peer_token})
     else:
         settings = current.model_copy(update={"capacity": plane.capacity, "etcd_prefix": plane.etcd_prefix})
         if plane.tls_dir:

@@ -39,6 +39,7 @@ __all__ = [
     "delete_vmodel",
     "write_copy",
     "drop_copies",
+    "peer_token",
     "REGISTER_LAST_USED_OFFSET_MS",
     "REGISTER_LOAD_NOW_LAST_USED_OFFSET_MS",
     "SERVED_TYPES",
@@ -244,3 +245,16 @@ async def drop_copies(registry: Registry, model_id: str, pods: set[str]) -> Mode
         return m
 
     return await registry.update_model(model_id, change)
+
+
+async def peer_token(registry: Registry) -> str:
+    """The plane's secret for pod-to-pod calls, created by the first pod that asks. It lives in
+    etcd, so exactly the processes that may change the registry can make internal calls."""
+    import secrets
+
+    key = registry.key("meta", "peer-token")
+    await registry.create(key, secrets.token_urlsafe(32).encode())
+    raw, _ = await registry.get_raw(key)
+    if not raw:
+        raise Conflict("the plane's peer token could not be read back; try again")
+    return raw.decode()

@@ -138,6 +138,16 @@ class MeshSettings(BaseSettings):
     preload: bool = Field(default=True, description="Leader preloads models whose usage predicts a request soon.")
     pressure_fraction: float = Field(default=0.9, description="Used/capacity above which cold extra copies go.")
     intra_threads: int = Field(default=1, description="onnxruntime intra-op threads per session.")
+    peer_token: str | None = Field(
+        default=None, description="Secret that pods present to each other on internal calls. Unset: the plane's "
+        "token in etcd (created by the first pod), so only processes with etcd access can make internal calls.")
+    hop_timeout_s: float = Field(
+        default=5.0, description="A request forwarded to a pod holding a copy that gets no answer within this is "
+        "retried on another copy (or a fresh load), and that pod is avoided for a while.")
+    etcd_timeout_s: float = Field(default=2.0, description="A pod's etcd calls fail after this (etcd down: fail fast).")
+    offload_request_bytes: Size = Field(
+        default=1024**2, description="Requests larger than this are decoded and run on a worker thread, so they "
+        "never stall the pod's event loop.")
 
     def etcd_endpoints(self) -> list[tuple[str, int]]:
         """Parsed ``etcd`` endpoints; empty list means 'use the embedded plane'."""

@@ -30,7 +30,7 @@ import grpc
 
 from plane import operations, placement, storage
 from plane.cache import CacheEntry, NoRoom, WeightedLRU
-from plane.pod.errors import MeshError, Purpose
+from plane.pod.errors import MeshError, Purpose, q
 from plane.records import CopyInfo, CopyState, EtcdUnavailable, Event, FailureInfo, ModelRecord, RegistryError, now_ms
 from plane.runtime import ModelLoadError, ModelSession, load_session
 from plane.settings import format_age, format_size
@@ -47,7 +47,8 @@ class Copies:
 
     def __init__(self, *, pod_id: str, settings: Any, registry: Any, view: Any, metrics: Any,
                  weight: Callable[[CacheEntry], float], changed: Callable[[], None],
-                 loader: Callable[..., ModelSession] = load_session):
+                 loader: Callable[..., ModelSession] = load_session,
+                 registry_ok: Callable[[], bool] = lambda: True):
         self.pod_id = pod_id
         self.settings = settings
         self.registry = registry
@@ -56,6 +57,7 @@ class Copies:
         self.weight = weight
         self.changed = changed  # the instance record should be republished
         self.loader = loader  # path -> session (onnxruntime; a test may pass its own)
+        self.registry_ok = registry_ok  # False while etcd does not answer: skip writes, repair later
         self.cache = WeightedLRU(settings.capacity)
         self.sessions: dict[str, ModelSession] = {}
         self.ready: dict[str, asyncio.Future[ModelSession]] = {}  # loads in progress
@@ -94,6 +96,10 @@ class Copies:
                    failure: FailureInfo | None = None) -> bool:
         """Write this pod's entry for the model as it is now. False (logged, counted, queued for
         reconciliation) when the registry could not be written."""
+        if not self.registry_ok():
+            self.unsynced.add(model_id)  # etcd is away: don't wait for its timeout on every write
+            self.metrics.registry_write_failed("copy")
+            return False
         lock = self._locks.setdefault(model_id, asyncio.Lock())
         try:
             async with lock:
@@ -109,6 +115,10 @@ class Copies:
 
     async def event(self, ev: Event) -> None:
         ev.pod = ev.pod or self.pod_id
+        if not self.registry_ok():
+            self.metrics.registry_write_failed("event")
+            log.warning("event not recorded (etcd away): %s %s %s", ev.kind, ev.model, ev.reason)
+            return
         try:
             await self.registry.add_event(ev)
         except RegistryError as exc:
@@ -173,7 +183,7 @@ class Copies:
             except RegistryError as exc:
                 raise MeshError(grpc.StatusCode.UNAVAILABLE, f"registry unavailable: {exc}") from exc
         if rec is None:
-            raise MeshError(grpc.StatusCode.NOT_FOUND, f"model {model_id!r} is not registered")
+            raise MeshError(grpc.StatusCode.NOT_FOUND, f"model {q(model_id)} is not registered")
         return rec
 
     async def _load(self, model_id: str, fut: asyncio.Future[ModelSession], purpose: str) -> None:
@@ -191,7 +201,7 @@ class Copies:
                     sess = await asyncio.to_thread(self.loader, model_id, path,
                                                    intra_threads=self.settings.intra_threads, source=source)
             if model_id not in self.cache:
-                raise MeshError(grpc.StatusCode.NOT_FOUND, f"model {model_id!r} was unregistered while loading")
+                raise MeshError(grpc.StatusCode.NOT_FOUND, f"model {q(model_id)} was unregistered while loading")
             self._admit(model_id, sess, purpose)
         except BaseException as exc:
             err = self._load_error(model_id, exc)

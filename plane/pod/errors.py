@@ -9,11 +9,21 @@ from __future__ import annotations
 
 import grpc
 
-__all__ = ["MeshError", "PeerError", "HOP_HEADER", "PURPOSE_HEADER", "LOAD_FAILED_TRAILER", "Purpose"]
+__all__ = ["MeshError", "PeerError", "HOP_HEADER", "PURPOSE_HEADER", "TOKEN_HEADER", "LOAD_FAILED_TRAILER",
+           "INTERNAL_PREFIX", "Purpose", "q"]
 
 HOP_HEADER = "mm-internal-hop"  # a peer forwarded this: serve it here, never forward again
 PURPOSE_HEADER = "mm-internal-purpose"  # why a peer asks for a load: "request" or a planner reason
+TOKEN_HEADER = "mm-internal-token"  # the plane's peer token: internal headers count only with it
+INTERNAL_PREFIX = "mm-internal-"  # headers a client may not set (ignored without the token)
 LOAD_FAILED_TRAILER = "mm-load-failed"  # the answer is a load failure (try another pod)
+NAME_QUOTE_MAX = 64
+
+
+def q(name: str) -> str:
+    """A name as quoted in a message: repr, cut to a readable length (a client may send 10 KB)."""
+    text = repr(name)
+    return text if len(text) <= NAME_QUOTE_MAX else text[: NAME_QUOTE_MAX - 5] + "...'"
 
 
 class Purpose:

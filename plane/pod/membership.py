@@ -49,6 +49,7 @@ class Membership:
         self._dirty = asyncio.Event()
         self._lock = asyncio.Lock()
         self.shutting_down = False
+        self._etcd_ok = True  # the last lease refresh got an answer
 
     # -- this pod's record -------------------------------------------------------------------------
 
@@ -63,6 +64,10 @@ class Membership:
             rec = self.record()
             await self.registry.put_instance(rec, self.lease)
         self.metrics.instance(rec)
+
+    def etcd_ok(self) -> bool:
+        """False from a lease refresh that got no answer until the next one that does."""
+        return self._etcd_ok
 
     def mark_dirty(self) -> None:
         self._dirty.set()
@@ -86,12 +91,14 @@ class Membership:
         while True:
             await asyncio.sleep(interval)
             try:
-                reply = await self.lease.refresh()
+                reply = await asyncio.wait_for(self.lease.refresh(), self.settings.etcd_timeout_s)
                 expired = reply is None or getattr(reply, "TTL", 1) <= 0
             except Exception as exc:  # noqa: BLE001 - aetcd raises several types while etcd is away
+                self._etcd_ok = False
                 self.metrics.registry_write_failed("lease")
-                log.warning("lease refresh failed: %s", exc)
+                log.warning("lease refresh failed: %s", exc or type(exc).__name__)
                 continue
+            self._etcd_ok = True
             if expired or (self.view.synced.is_set() and self.view.connected
                            and self.pod_id not in self.view.instances and not self.shutting_down):
                 await self.reregister("lease expired" if expired else "instance record missing")

@@ -17,7 +17,7 @@ import grpc
 import grpc.aio
 
 from plane import tls
-from plane.pod.errors import HOP_HEADER, LOAD_FAILED_TRAILER, PURPOSE_HEADER, MeshError, PeerError
+from plane.pod.errors import HOP_HEADER, LOAD_FAILED_TRAILER, PURPOSE_HEADER, TOKEN_HEADER, MeshError, PeerError
 from plane.proto import inference_pb2_grpc as igrpc
 from plane.proto import mmesh_pb2 as mpb
 from plane.proto import mmesh_pb2_grpc as mgrpc
@@ -27,7 +27,6 @@ __all__ = ["PeerClient", "GrpcPeers", "PEER_UNLOAD", "unload_handler", "FORWARD_
 PEER_UNLOAD = "/meshinternal.Peer/Unload"  # pod-to-pod only: the leader asks a pod to drop a copy
 FORWARD_TIMEOUT_S = 120.0
 PEER_UNLOAD_TIMEOUT_S = 30.0
-_HOP = ((HOP_HEADER, "1"),)
 
 
 def _json_bytes(obj: Any) -> bytes:
@@ -39,8 +38,9 @@ class PeerClient(Protocol):
 
     in_flight: dict[str, int]
 
-    async def call(self, pod_id: str, method: str, request: Any, metadata: Any) -> Any:
-        """Forward an inference RPC (``ModelInfer`` / ``ModelMetadata``) to a peer."""
+    async def call(self, pod_id: str, method: str, request: Any, metadata: Any, *, timeout: float) -> Any:
+        """Forward an inference RPC (``ModelInfer`` / ``ModelMetadata``) to a peer, with the
+        client's ``mm-*`` headers (``metadata``), within ``timeout`` seconds."""
         ...
 
     async def ensure_loaded(self, pod_id: str, model_id: str, *, sync: bool, purpose: str, timeout: float) -> None:
@@ -65,9 +65,10 @@ def _peer_error(pod_id: str, exc: grpc.aio.AioRpcError) -> PeerError:
 class GrpcPeers:
     """Pooled channels to peers, found through ``endpoint_of``."""
 
-    def __init__(self, settings: Any, endpoint_of: Callable[[str], str | None]):
+    def __init__(self, settings: Any, endpoint_of: Callable[[str], str | None], token: Callable[[], str | None]):
         self.settings = settings
         self.endpoint_of = endpoint_of
+        self.token = token
         self.in_flight: dict[str, int] = defaultdict(int)
         self._channels: dict[str, tuple[str, grpc.aio.Channel]] = {}
         self._stubs: dict[str, igrpc.GRPCInferenceServiceStub] = {}
@@ -86,14 +87,17 @@ class GrpcPeers:
         self._stubs.pop(pod_id, None)
         return ch
 
-    async def call(self, pod_id: str, method: str, request: Any, metadata: Any) -> Any:
+    def _internal(self, *extra: tuple[str, str]) -> tuple[tuple[str, str], ...]:
+        return ((HOP_HEADER, "1"), (TOKEN_HEADER, self.token() or ""), *extra)
+
+    async def call(self, pod_id: str, method: str, request: Any, metadata: Any, *, timeout: float) -> Any:
         stub = self._stubs.get(pod_id)
         if stub is None:  # one stub per peer: building one costs more than the call's own Python work
             stub = self._stubs[pod_id] = igrpc.GRPCInferenceServiceStub(self.channel(pod_id))
-        md = tuple((k, v) for k, v in (metadata or ()) if k.startswith("mm-") and not k.startswith("mm-internal-"))
         self.in_flight[pod_id] += 1
         try:
-            return await getattr(stub, method)(request, metadata=md + _HOP, timeout=FORWARD_TIMEOUT_S)
+            return await getattr(stub, method)(request, metadata=(*metadata, *self._internal()),
+                                               timeout=min(timeout, FORWARD_TIMEOUT_S))
         except grpc.aio.AioRpcError as exc:
             raise _peer_error(pod_id, exc) from None
         finally:
@@ -103,7 +107,7 @@ class GrpcPeers:
         stub = mgrpc.ModelMeshStub(self.channel(pod_id))
         try:
             await stub.ensureLoaded(mpb.EnsureLoadedRequest(modelId=model_id, sync=sync),
-                                    metadata=(*_HOP, (PURPOSE_HEADER, purpose)), timeout=timeout)
+                                    metadata=self._internal((PURPOSE_HEADER, purpose)), timeout=timeout)
         except grpc.aio.AioRpcError as exc:
             raise _peer_error(pod_id, exc) from None
 
@@ -111,7 +115,8 @@ class GrpcPeers:
         call = self.channel(pod_id).unary_unary(PEER_UNLOAD, request_serializer=_json_bytes,
                                                 response_deserializer=json.loads)
         try:
-            reply = await call({"model_id": model_id, "reason": reason}, timeout=PEER_UNLOAD_TIMEOUT_S)
+            reply = await call({"model_id": model_id, "reason": reason}, metadata=self._internal(),
+                               timeout=PEER_UNLOAD_TIMEOUT_S)
         except grpc.aio.AioRpcError as exc:
             raise _peer_error(pod_id, exc) from None
         return bool(reply.get("unloaded"))
@@ -133,15 +138,27 @@ class GrpcPeers:
         self._stubs.clear()
 
 
-def unload_handler(unload: Callable[[str, str], Any]) -> grpc.GenericRpcHandler:
-    """The server side of :data:`PEER_UNLOAD`."""
+def unload_handler(unload: Callable[[str, str], Any], require_peer: Callable[[Any], None]) -> grpc.GenericRpcHandler:
+    """The server side of :data:`PEER_UNLOAD`: for pods of this plane only."""
 
-    async def handle(request: dict, context: grpc.aio.ServicerContext) -> dict:
-        done = await unload(str(request.get("model_id", "")), str(request.get("reason", "planner")))
+    async def handle(request: Any, context: grpc.aio.ServicerContext) -> dict:
+        try:
+            require_peer(context.invocation_metadata())
+        except MeshError as exc:
+            await context.abort(exc.code, exc.message)
+        if not isinstance(request, dict):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "internal unload request is not a JSON object")
+        done = await unload(str(request.get("model_id", ""))[:512], str(request.get("reason", "planner"))[:512])
         return {"unloaded": done}
+
+    def parse(raw: bytes) -> Any:
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return None  # answered INVALID_ARGUMENT (after the token check), never UNKNOWN
 
     service, _, method = PEER_UNLOAD.strip("/").partition("/")
     return grpc.method_handlers_generic_handler(service, {
-        method: grpc.unary_unary_rpc_method_handler(handle, request_deserializer=json.loads,
+        method: grpc.unary_unary_rpc_method_handler(handle, request_deserializer=parse,
                                                     response_serializer=_json_bytes),
     })

@@ -3,55 +3,37 @@
 Any pod accepts any request. A hit on a local copy is served here. Otherwise the request goes
 to a pod holding a copy (fewest requests in flight), or to the pod placement chooses, which
 loads the model and holds the request until the copy is ready. A forwarded request carries
-``mm-internal-hop`` so the receiver serves it itself and never forwards again. A peer that does
-not answer is dropped from this request's choices and the request retried elsewhere.
+``mm-internal-hop`` (with the plane's peer token) so the receiver serves it itself and never
+forwards again. The caller's deadline bounds every forward. A holder that does not answer
+within ``hop_timeout_s`` is marked suspect (avoided for a while, before its lease could expire)
+and the request retried on another copy or a fresh load: inference is idempotent.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
 import grpc
 
 from plane import placement
+from plane.pod.calls import Call, resolve_model
 from plane.pod.copies import Copies
-from plane.pod.errors import HOP_HEADER, PURPOSE_HEADER, MeshError, PeerError, Purpose
+from plane.pod.errors import MeshError, PeerError, Purpose, q
 from plane.pod.peers import PeerClient
+from plane.pod.serving import Server, metadata_response
 from plane.proto import inference_pb2 as ipb
 from plane.records import FailureInfo, ModelRecord, RegistryError, now_ms
-from plane.runtime import ModelSession
-from plane.tensors import TensorError, decode_inputs, encode_outputs
 
-__all__ = ["Router", "INLINE_RUN_LIMIT_US", "metadata_response", "internal_headers"]
+__all__ = ["Router", "SUSPECT_S"]
 
-INLINE_RUN_LIMIT_US = 1000.0  # sessions faster than this run on the event loop, others on a thread
-
-
-def internal_headers(metadata: Any) -> tuple[bool, str]:
-    """(forwarded by a peer, load purpose) from a call's metadata."""
-    hop, purpose = False, Purpose.REQUEST
-    for key, value in metadata or ():
-        if key == HOP_HEADER:
-            hop = True
-        elif key == PURPOSE_HEADER:
-            purpose = value if value in (Purpose.REQUEST, Purpose.PLANNED) else Purpose.REQUEST
-    return hop, purpose
-
-
-def metadata_response(sess: ModelSession) -> ipb.ModelMetadataResponse:
-    resp = ipb.ModelMetadataResponse(name=sess.model_id, versions=["1"], platform="onnxruntime_onnx")
-    for spec in sess.inputs.values():
-        resp.inputs.add(name=spec.name, datatype=spec.datatype, shape=spec.shape)
-    for spec in sess.outputs.values():
-        resp.outputs.add(name=spec.name, datatype=spec.datatype, shape=spec.shape)
-    return resp
+SUSPECT_S = 10.0  # a holder that timed out is avoided this long (or until it answers again)
+_NO_CALL = Call()
 
 
 class Router:
     def __init__(self, *, pod_id: str, settings: Any, registry: Any, view: Any, copies: Copies,
-                 peers: PeerClient, membership: Any, usage: Any, metrics: Any, shutting_down: Any):
+                 peers: PeerClient, membership: Any, server: Server, metrics: Any, shutting_down: Any):
         self.pod_id = pod_id
         self.settings = settings
         self.registry = registry
@@ -59,46 +41,19 @@ class Router:
         self.copies = copies
         self.peers = peers
         self.membership = membership
-        self.usage = usage
+        self.server = server
         self.metrics = metrics
         self.shutting_down = shutting_down  # () -> bool
-        self.in_flight = 0
-        self._max_elements = settings.max_message_bytes  # no tensor can hold more elements than bytes
+        self.suspects: dict[str, float] = {}  # pod -> avoided until (monotonic)
         self._pending_loader: dict[str, tuple[str, float]] = {}  # model -> (loader pod, until)
         self._expiry_ms = int(settings.failure_expiry_s * 1000)
 
-    # -- naming ------------------------------------------------------------------------------------
+    @property
+    def in_flight(self) -> int:
+        return self.server.in_flight
 
-    def resolve(self, name: str, metadata: Any) -> tuple[str, bool]:
-        """(model id, forwarded-by-a-peer) from the request name and gRPC metadata."""
-        model_id = vmodel_id = None
-        hop = False
-        for key, value in metadata or ():
-            if key == HOP_HEADER:
-                hop = True
-            elif key == "mm-model-id":
-                model_id = value
-            elif key == "mm-vmodel-id":
-                vmodel_id = value
-            elif key == "mm-model-id-bin":
-                model_id = value.decode("utf-8") if isinstance(value, bytes) else value
-            elif key == "mm-vmodel-id-bin":
-                vmodel_id = value.decode("utf-8") if isinstance(value, bytes) else value
-        if model_id and vmodel_id:
-            raise MeshError(grpc.StatusCode.INVALID_ARGUMENT, "request names both a model id and a vmodel id")
-        if vmodel_id:
-            v = self.view.vmodels.get(vmodel_id)
-            if v is None or not v.active:
-                raise MeshError(grpc.StatusCode.NOT_FOUND, f"vmodel {vmodel_id!r} is not defined")
-            return v.active, hop
-        if model_id:
-            return model_id, hop
-        if not name:
-            raise MeshError(grpc.StatusCode.INVALID_ARGUMENT, "model_name is empty")
-        v = self.view.vmodels.get(name)
-        if v is not None and v.active:
-            return v.active, hop
-        return name, hop
+    def resolve(self, name: str, call: Call = _NO_CALL) -> str:
+        return resolve_model(name, call, self.view.vmodels)
 
     async def model_record(self, model_id: str) -> ModelRecord:
         rec = self.view.models.get(model_id)
@@ -109,7 +64,7 @@ class Router:
             except RegistryError as exc:
                 raise MeshError(grpc.StatusCode.UNAVAILABLE, f"registry unavailable: {exc}") from exc
         if rec is None:
-            raise MeshError(grpc.StatusCode.NOT_FOUND, f"model {model_id!r} is not registered")
+            raise MeshError(grpc.StatusCode.NOT_FOUND, f"model {q(model_id)} is not registered")
         return rec
 
     async def _fresh_record(self, model_id: str) -> ModelRecord:
@@ -118,50 +73,22 @@ class Router:
         except RegistryError as exc:
             raise MeshError(grpc.StatusCode.UNAVAILABLE, f"registry unavailable: {exc}") from exc
         if rec is None:
-            raise MeshError(grpc.StatusCode.NOT_FOUND, f"model {model_id!r} is not registered")
+            raise MeshError(grpc.StatusCode.NOT_FOUND, f"model {q(model_id)} is not registered")
         return rec
 
     # -- serving -----------------------------------------------------------------------------------
 
-    async def infer(self, request: ipb.ModelInferRequest, metadata: Any) -> ipb.ModelInferResponse:
-        model_id, hop = self.resolve(request.model_name, metadata)
+    async def infer(self, request: ipb.ModelInferRequest, call: Call = _NO_CALL) -> ipb.ModelInferResponse:
+        model_id = self.resolve(request.model_name, call)
         sess = self.copies.sessions.get(model_id)
         if sess is not None:
-            return await self.serve_local(sess, request)
-        if hop:
-            return await self.serve_local(await self.copies.ensure_local(model_id), request)
-        return await self.route(model_id, "ModelInfer", request, metadata)
+            return await self.server.serve(sess, request)
+        if call.hop:
+            return await self.server.serve(await self.copies.ensure_local(model_id), request)
+        return await self.route(model_id, "ModelInfer", request, call)
 
-    async def serve_local(self, sess: ModelSession, request: ipb.ModelInferRequest) -> ipb.ModelInferResponse:
-        model_id = sess.model_id
-        entry = self.copies.cache.get(model_id)
-        if entry is not None:
-            entry.in_flight += 1
-            self.copies.cache.touch(model_id, time.time() * 1000)
-        self.in_flight += 1
-        t0 = time.perf_counter()
-        try:
-            try:
-                inputs = decode_inputs(request, sess.inputs, max_elements=self._max_elements)
-                requested = [o.name for o in request.outputs] if request.outputs else None
-                if sess.avg_run_us < INLINE_RUN_LIMIT_US:
-                    outputs = sess.run(inputs, requested)
-                else:
-                    outputs = await asyncio.to_thread(sess.run, inputs, requested)
-                response = ipb.ModelInferResponse(model_name=model_id, id=request.id)
-                encode_outputs(response, outputs, requested)
-            except TensorError as exc:
-                raise MeshError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from exc
-        finally:
-            self.in_flight -= 1
-            if entry is not None:
-                entry.in_flight -= 1
-        self.usage.record(model_id)
-        self.metrics.request(model_id, (time.perf_counter() - t0) * 1000)
-        return response
-
-    async def metadata(self, name: str, metadata: Any) -> ipb.ModelMetadataResponse:
-        model_id, hop = self.resolve(name, metadata)
+    async def metadata(self, name: str, call: Call = _NO_CALL) -> ipb.ModelMetadataResponse:
+        model_id = self.resolve(name, call)
         sess = self.copies.sessions.get(model_id)
         if sess is not None:
             return metadata_response(sess)
@@ -173,20 +100,29 @@ class Router:
             for n, dt, shape in rec.io.get("outputs", []):
                 resp.outputs.add(name=n, datatype=dt, shape=shape)
             return resp
-        if hop:
+        if call.hop:
             return metadata_response(await self.copies.ensure_local(model_id))
-        return await self.route(model_id, "ModelMetadata", ipb.ModelMetadataRequest(name=model_id), metadata)
+        return await self.route(model_id, "ModelMetadata", ipb.ModelMetadataRequest(name=model_id), call)
 
-    def model_ready(self, name: str, metadata: Any) -> bool:
-        model_id, _ = self.resolve(name, metadata)
+    def model_ready(self, name: str, call: Call = _NO_CALL) -> bool:
+        model_id = self.resolve(name, call)
         if model_id in self.copies.sessions:
             return True
         rec = self.view.models.get(model_id)
         if rec is None:
-            raise MeshError(grpc.StatusCode.NOT_FOUND, f"model {model_id!r} is not registered")
+            raise MeshError(grpc.StatusCode.NOT_FOUND, f"model {q(model_id)} is not registered")
         return any(self.membership.reachable(p) for p in rec.loaded_on())
 
     # -- the miss path -----------------------------------------------------------------------------
+
+    def suspect(self, pod_id: str) -> bool:
+        until = self.suspects.get(pod_id)
+        if until is None:
+            return False
+        if until < time.monotonic():
+            del self.suspects[pod_id]
+            return False
+        return True
 
     def _candidates(self, rec: ModelRecord, tried: set[str]) -> tuple[list[str], list[str]]:
         def ok(p: str) -> bool:
@@ -195,9 +131,13 @@ class Router:
             inst = self.view.instances.get(p)
             return inst is None or not inst.shutting_down or p == self.pod_id
 
-        return [p for p in rec.loaded_on() if ok(p)], [p for p in rec.loading_on() if ok(p)]
+        holders = [p for p in rec.loaded_on() if ok(p)]
+        loading = [p for p in rec.loading_on() if ok(p)]
+        # Suspects only when nothing else is left: they did not answer in time lately.
+        return ([p for p in holders if not self.suspect(p)] or holders,
+                [p for p in loading if not self.suspect(p)] or loading)
 
-    async def route(self, model_id: str, method: str, request: Any, metadata: Any) -> Any:
+    async def route(self, model_id: str, method: str, request: Any, call: Call = _NO_CALL) -> Any:
         """Serve a request for a model this pod does not hold."""
         tried: set[str] = set()
         last_error: MeshError | None = None
@@ -238,13 +178,24 @@ class Router:
                     continue  # another pod may load it (this one's failure is recorded)
                 self._pending_loader.pop(model_id, None)
                 if method == "ModelInfer":
-                    return await self.serve_local(sess, request)
+                    return await self.server.serve(sess, request)
                 return metadata_response(sess)
+            # A holder answers quickly or is suspect; a loader gets the time a load may take.
+            cap = self.settings.hop_timeout_s if holders else self.settings.load_timeout_s + 5
+            timeout = call.remaining(cap)
+            if timeout <= 0:
+                raise MeshError(grpc.StatusCode.DEADLINE_EXCEEDED, f"deadline exceeded routing {q(model_id)}")
             try:
-                response = await self.peers.call(target, method, request, metadata)
+                response = await self.peers.call(target, method, request, call.forward, timeout=timeout)
             except PeerError as exc:
                 self._pending_loader.pop(model_id, None)
                 tried.add(target)
+                if exc.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    if call.remaining(cap) <= 0:
+                        raise MeshError(exc.code, f"deadline exceeded waiting for pod {target}") from None
+                    self.suspects[target] = time.monotonic() + SUSPECT_S  # silent: try elsewhere
+                    last_error = MeshError(grpc.StatusCode.UNAVAILABLE, f"pod {target} did not answer in {cap:g}s")
+                    continue
                 if exc.unreachable:
                     last_error = MeshError(exc.code, f"pod {target} unavailable: {exc.details}")
                     continue
@@ -256,6 +207,7 @@ class Router:
                     fresh = True
                     continue
                 raise MeshError(exc.code, exc.details) from None
+            self.suspects.pop(target, None)
             if not holders:
                 self.metrics.cache_miss((time.perf_counter() - t_miss) * 1000)
                 self._pending_loader.pop(model_id, None)
@@ -280,14 +232,14 @@ class Router:
         failures, size = self._failures(rec)
         if size and size > largest:
             return MeshError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                             f"model {rec.model_id!r} needs {size} bytes; the largest pod holds {largest}",
+                             f"model {q(rec.model_id)} needs {size} bytes; the largest pod holds {largest}",
                              load_failed=True)
         if failures:
             reasons = "; ".join(sorted({f.message for f in failures.values()}))
-            return MeshError(grpc.StatusCode.UNAVAILABLE, f"model {rec.model_id!r} failed to load: {reasons}",
+            return MeshError(grpc.StatusCode.UNAVAILABLE, f"model {q(rec.model_id)} failed to load: {reasons}",
                              load_failed=True)
         return MeshError(grpc.StatusCode.UNAVAILABLE,
-                         f"no pod can load model {rec.model_id!r}: all pods are full, shutting down or failed")
+                         f"no pod can load model {q(rec.model_id)}: all pods are full, shutting down or failed")
 
     def choose_loader(self, rec: ModelRecord, *, exclude: set[str]) -> str | None:
         """The pod that should load ``rec`` (None if none can). Pods where the copy did not fit
@@ -341,4 +293,4 @@ class Router:
                 last_error = MeshError(exc.code, exc.details, load_failed=True)
         if last_error is not None:
             raise last_error
-        raise MeshError(grpc.StatusCode.INTERNAL, f"model {model_id!r} failed to load on {len(tried)} pods")
+        raise MeshError(grpc.StatusCode.INTERNAL, f"model {q(model_id)} failed to load on {len(tried)} pods")

@@ -28,18 +28,18 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from plane import metrics, placement, tls
+from plane import metrics, operations, placement, tls
 from plane.pod.accounting import Usage
+from plane.pod.calls import CallReader
 from plane.pod.copies import Copies
 from plane.pod.errors import MeshError, PeerError, Purpose
 from plane.pod.leader import Leader
 from plane.pod.membership import Membership
 from plane.pod.peers import GrpcPeers, PeerClient, unload_handler
 from plane.pod.routing import Router
-from plane.pod.servicers import InferenceServicer, ManagementServicer
+from plane.pod.servicers import add_to_server
+from plane.pod.serving import Server
 from plane.pod.vmodels import VModels
-from plane.proto import inference_pb2_grpc as igrpc
-from plane.proto import mmesh_pb2_grpc as mgrpc
 from plane.records import InstanceRecord, ModelRecord, RegistryError, now_ms
 from plane.registry import Registry
 from plane.runtime import warm_up
@@ -84,11 +84,15 @@ class Pod:
                                      record=self.instance_record, reregistered=self.reconcile,
                                      metrics=self.metrics)
         self.copies = Copies(pod_id=self.pod_id, settings=settings, registry=registry, view=self.view,
-                             metrics=self.metrics, weight=self.usage.weight, changed=self.membership.mark_dirty)
-        self.peers: PeerClient = peers or GrpcPeers(settings, self.membership.endpoint_of)
+                             metrics=self.metrics, weight=self.usage.weight, changed=self.membership.mark_dirty,
+                             registry_ok=self.membership.etcd_ok)
+        self.token: str | None = settings.peer_token
+        self.calls = CallReader(lambda: self.token)
+        self.peers: PeerClient = peers or GrpcPeers(settings, self.membership.endpoint_of, lambda: self.token)
+        self.server_part = Server(settings=settings, copies=self.copies, usage=self.usage, metrics=self.metrics)
         self.router = Router(pod_id=self.pod_id, settings=settings, registry=registry, view=self.view,
-                             copies=self.copies, peers=self.peers, membership=self.membership, usage=self.usage,
-                             metrics=self.metrics, shutting_down=lambda: self.shutting_down)
+                             copies=self.copies, peers=self.peers, membership=self.membership,
+                             server=self.server_part, metrics=self.metrics, shutting_down=lambda: self.shutting_down)
         self.leader = Leader(pod_id=self.pod_id, settings=settings, registry=registry, view=self.view,
                              copies=self.copies, peers=self.peers, membership=self.membership, spawn=self.spawn)
         self.vmodels = VModels(pod_id=self.pod_id, registry=registry, view=self.view, router=self.router,
@@ -151,8 +155,8 @@ class Pod:
             await self.reconcile()
 
     async def reconcile(self) -> None:
-        if not self.view.connected:
-            return  # nothing can be written; the view resync triggers the next round
+        if not self.view.connected or not self.membership.etcd_ok():
+            return  # nothing can be written; the next round after etcd answers repairs
         await self.copies.reconcile()
         await self.membership.sweep()
 
@@ -163,9 +167,8 @@ class Pod:
                 ("grpc.max_send_message_length", self.settings.max_message_bytes),
                 ("grpc.so_reuseport", 0)]
         self.server = grpc.aio.server(options=opts)
-        igrpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self), self.server)
-        mgrpc.add_ModelMeshServicer_to_server(ManagementServicer(self), self.server)
-        self.server.add_generic_rpc_handlers((unload_handler(self.copies.unload),))
+        add_to_server(self.server, self)
+        self.server.add_generic_rpc_handlers((unload_handler(self.copies.unload, self.calls.require_peer),))
         creds = tls.server_credentials(self.settings)
         address = f"{self.settings.host}:{self.port}"
         bound = (self.server.add_secure_port(address, creds) if creds is not None
@@ -175,6 +178,8 @@ class Pod:
         await asyncio.to_thread(warm_up)
         self.view.start()
         await asyncio.wait_for(self.view.synced.wait(), VIEW_SYNC_TIMEOUT_S)
+        if self.token is None:
+            self.token = await operations.peer_token(self.registry)
         await self.membership.join()
         await self.copies.reconcile()  # copies recorded under our id by an earlier process are gone
         if self.metrics_port:
@@ -277,7 +282,8 @@ async def serve(settings: MeshSettings) -> None:
         from plane import local
 
         endpoints = local.embedded_etcd_endpoints(settings.state_dir)
-    registry = await Registry.from_settings(settings, endpoints)
+    # Short etcd timeouts: with etcd away, work that needs it fails fast instead of hanging.
+    registry = await Registry.from_settings(settings, endpoints, timeout=settings.etcd_timeout_s)
     pod = Pod(settings, registry)
     await pod.start()
     loop = asyncio.get_running_loop()

@@ -10,6 +10,7 @@ import pytest
 from plane import demo, local
 from plane.api import PlaneClient
 from plane.settings import MeshSettings
+from tests.support import TEST_PEER_TOKEN
 
 POD_CAPACITY = 24 * 1024**2  # three medium forests (about 9.3 MiB each) do not fit: eviction
 
@@ -43,6 +44,7 @@ def plane(etcd_endpoint: str, tmp_path_factory: pytest.TempPathFactory, model_di
         usage_flush_s=0.5,
         load_timeout_s=30,
         max_message_bytes=8 * 1024**2,
+        peer_token=TEST_PEER_TOKEN,
     )
     lp = local.up(settings, pods=3)
     client = PlaneClient.connect(settings)

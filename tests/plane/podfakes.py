@@ -102,7 +102,7 @@ class FakePeers:
         self.calls: list[tuple[str, str, str]] = []
         self.answers: dict[str, Any] = {}
 
-    async def call(self, pod_id: str, method: str, request: Any, metadata: Any) -> Any:
+    async def call(self, pod_id: str, method: str, request: Any, metadata: Any, *, timeout: float) -> Any:
         self.calls.append((pod_id, method, getattr(request, "model_name", "")))
         answer = self.answers.get(pod_id)
         if answer is None:

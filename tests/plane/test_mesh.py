@@ -17,9 +17,8 @@ import tritonclient.grpc as tc
 from plane import local
 from plane.api import PlaneClient
 from plane.demo import sample_input
-from plane.pod import HOP_HEADER
 from plane.settings import MeshSettings
-from tests.support import uid, wait_for
+from tests.support import TEST_PEER_TOKEN, pin_headers, uid, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +29,7 @@ def mesh(etcd_endpoint, tmp_path_factory, model_dir):
     settings = MeshSettings(
         etcd=etcd_endpoint, etcd_prefix=f"mesh-{uuid.uuid4().hex[:8]}", state_dir=state,
         grpc_port=local.free_port(), capacity=64 * 1024**2, lease_ttl_s=2, usage_flush_s=0.5,
-        planner_interval_s=0.5, scale_up_rpm=100, load_timeout_s=30, preload=False,
+        planner_interval_s=0.5, scale_up_rpm=100, load_timeout_s=30, preload=False, peer_token=TEST_PEER_TOKEN,
     )
     lp = local.up(settings, pods=4)
     client = PlaneClient.connect(settings)
@@ -86,7 +85,7 @@ def load_on(endpoint: str, model_id: str):
     x = np.ones((1, 4), np.float32)
     inp = tc.InferInput("x", [1, 4], "FP32")
     inp.set_data_from_numpy(x)
-    tc.InferenceServerClient(endpoint).infer(model_id, [inp], headers={HOP_HEADER: "1"})
+    tc.InferenceServerClient(endpoint).infer(model_id, [inp], headers=pin_headers())
 
 
 def test_vmodel_switch_under_traffic_has_no_failures(mesh, model_dir):
@@ -208,7 +207,7 @@ def test_sigkill_fails_at_most_the_requests_in_flight(mesh, model_dir):
     x = sample_input(manifest_model)
     inp = tc.InferInput("input", list(x.shape), "FP32")
     inp.set_data_from_numpy(x)
-    tc.InferenceServerClient(victim.endpoint).infer(model_id, [inp], headers={HOP_HEADER: "1"})
+    tc.InferenceServerClient(victim.endpoint).infer(model_id, [inp], headers=pin_headers())
     with Traffic(entry.endpoint, model_id, x) as t:
         t.wait_ok(20)
         os.kill(victim.pid, signal.SIGKILL)

@@ -15,12 +15,11 @@ import tritonclient.grpc as tc
 from tritonclient.utils import InferenceServerException
 
 from plane.demo import sample_input
-from plane.pod import HOP_HEADER
 from plane.proto import inference_pb2 as ipb
 from plane.proto import inference_pb2_grpc as igrpc
 from plane.proto import mmesh_pb2 as mpb
 from plane.proto import mmesh_pb2_grpc as mgrpc
-from tests.support import uid, wait_for
+from tests.support import pin_headers, pin_metadata, uid, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -233,7 +232,7 @@ def test_lru_eviction_on_a_full_pod(plane_client, endpoints, plane):
     x = sample_input("digits")
     # Load all three on one pod (the hop header pins a request to the pod it reaches).
     for model_id in ids:
-        triton_infer(target.endpoint, model_id, x, headers={HOP_HEADER: "1"})
+        triton_infer(target.endpoint, model_id, x, headers=pin_headers())
     sizes = [plane_client.get_model(m).size for m in ids]
     assert all(s > 0 for s in sizes)
     pod = next(p for p in plane_client.pods() if p.pod_id == target.pod_id)
@@ -286,7 +285,7 @@ def test_model_from_s3_then_reload_from_disk_cache(plane_client, s3_server, mode
     req = ipb.ModelInferRequest(model_name=model_id)
     req.inputs.add(name="x", datatype="FP32", shape=[1, 4])
     req.raw_input_contents.append(np.ones(4, "<f4").tobytes())
-    md = ((HOP_HEADER, "1"),)
+    md = pin_metadata()
     with ch:
         infer.ModelInfer(req, metadata=md, timeout=30)
         # unregister + register again: the pod unloads, the next load finds the file on local disk

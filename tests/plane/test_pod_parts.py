@@ -15,6 +15,7 @@ from plane.pod.copies import Copies
 from plane.pod.errors import MeshError, Purpose
 from plane.pod.membership import Membership
 from plane.pod.routing import Router
+from plane.pod.serving import Server
 from plane.proto import inference_pb2 as ipb
 from plane.records import CopyInfo, FailureInfo, ModelRecord, StorageConfig, now_ms
 from plane.settings import MeshSettings
@@ -246,8 +247,9 @@ async def test_a_pod_back_within_the_grace_keeps_its_copies():
 
 
 def _router(p, peers: FakePeers, membership: Membership) -> Router:
+    server = Server(settings=p.settings, copies=p.copies, usage=p.usage, metrics=p.metrics)
     return Router(pod_id=POD, settings=p.settings, registry=p.registry, view=p.view, copies=p.copies, peers=peers,
-                  membership=membership, usage=p.usage, metrics=p.metrics, shutting_down=lambda: False)
+                  membership=membership, server=server, metrics=p.metrics, shutting_down=lambda: False)
 
 
 def _held_by(p, model_id: str, pods: list[str]) -> None:
@@ -265,7 +267,7 @@ async def test_a_silent_holder_is_skipped_for_another(parts):
     peers.answers["p2"] = lambda req: ipb.ModelInferResponse(model_name="from-p2")
     router = _router(p, peers, _membership(p.view, p.registry, grace=5))
     for _ in range(5):
-        resp = await router.route("m", "ModelInfer", ipb.ModelInferRequest(model_name="m"), ())
+        resp = await router.route("m", "ModelInfer", ipb.ModelInferRequest(model_name="m"))
         assert resp.model_name == "from-p2"
     assert p.loader.loaded == []  # nothing was loaded for it
 
@@ -278,7 +280,7 @@ async def test_a_recently_vanished_holder_is_still_tried_before_any_reload(parts
     peers.answers["p1"] = lambda req: ipb.ModelInferResponse(model_name="from-p1")
     membership = _membership(p.view, p.registry, grace=5)
     membership.on_instance_change("p1", instance("p1"), None)  # its lease expired (etcd paused)
-    resp = await _router(p, peers, membership).route("m", "ModelInfer", ipb.ModelInferRequest(model_name="m"), ())
+    resp = await _router(p, peers, membership).route("m", "ModelInfer", ipb.ModelInferRequest(model_name="m"))
     assert resp.model_name == "from-p1"
     assert p.loader.loaded == []
 
@@ -295,7 +297,7 @@ async def test_a_model_that_fits_no_pod_is_not_loaded_again(parts):
     router = _router(p, peers, _membership(p.view, p.registry, grace=5))
     assert router.choose_loader(p.view.models["m"], exclude=set()) is None
     with pytest.raises(MeshError) as err:
-        await router.route("m", "ModelInfer", ipb.ModelInferRequest(model_name="m"), ())
+        await router.route("m", "ModelInfer", ipb.ModelInferRequest(model_name="m"))
     assert err.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and "needs 5000000 bytes" in err.value.message
     assert peers.calls == [] and p.loader.loaded == []
     # A pod with room is chosen once one exists.

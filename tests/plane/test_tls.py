@@ -16,9 +16,9 @@ import tritonclient.grpc as tc
 
 from plane import certs, local
 from plane.api import PlaneClient
-from plane.pod import HOP_HEADER
 from plane.registry import RegistryError
 from plane.settings import MeshSettings
+from tests.support import TEST_PEER_TOKEN, pin_headers
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +47,7 @@ def secure_plane(tmp_path_factory, model_dir):
         etcd_ca_file=paths["ca"], etcd_cert_file=paths["client"], etcd_key_file=paths["client_key"],
         etcd_username="root", etcd_password=password,
         tls_cert_file=paths["server"], tls_key_file=paths["server_key"], tls_ca_file=paths["ca"],
-        tls_client_auth=True, capacity=64 * 1024**2,
+        tls_client_auth=True, capacity=64 * 1024**2, peer_token=TEST_PEER_TOKEN,
     )
     try:
         lp = local.up(settings, pods=2)
@@ -73,7 +73,7 @@ def infer(endpoint, paths, model_id, *, cert=True, headers=None):
 def test_mtls_inference_and_forwarding(secure_plane):
     lp, settings, client, paths = secure_plane
     client.register_model("tls-tiny", path="tiny/model.onnx")
-    infer(lp.pods[0].endpoint, paths, "tls-tiny", headers={HOP_HEADER: "1"})  # loads on pod-0
+    infer(lp.pods[0].endpoint, paths, "tls-tiny", headers=pin_headers())  # loads on pod-0
     # pod-1 forwards to pod-0 over TLS with its own certificate
     np.testing.assert_allclose(infer(lp.pods[1].endpoint, paths, "tls-tiny"), [[3, 3, 3, 3]])
     assert client.get_model("tls-tiny").loaded_on() == [lp.pods[0].pod_id]

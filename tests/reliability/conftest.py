@@ -30,12 +30,12 @@ import pytest
 
 from plane import demo, local
 from plane.api import PlaneClient
-from plane.pod import HOP_HEADER
 from plane.proto import inference_pb2 as ipb
 from plane.proto import inference_pb2_grpc as igrpc
 from plane.proto import mmesh_pb2 as mpb
 from plane.proto import mmesh_pb2_grpc as mgrpc
 from plane.settings import MeshSettings
+from tests.support import TEST_PEER_TOKEN, pin_metadata
 
 HOST = "127.0.0.1"
 
@@ -96,7 +96,7 @@ def load_here(endpoint: str, model_id: str, timeout: float = 60) -> None:
     """Load the tiny-shaped model on exactly this pod (the hop header pins it there)."""
     ch, stub = infer_stub(endpoint)
     with ch:
-        stub.ModelInfer(tiny_request(model_id), metadata=((HOP_HEADER, "1"),), timeout=timeout)
+        stub.ModelInfer(tiny_request(model_id), metadata=pin_metadata(), timeout=timeout)
 
 
 def server_ready(endpoint: str, timeout: float = 1.0) -> bool | None:
@@ -180,7 +180,7 @@ def plane_settings(etcd: str, state_dir: pathlib.Path, **overrides: Any) -> Mesh
     base: dict[str, Any] = dict(
         etcd=etcd, etcd_prefix=f"rel-{uuid.uuid4().hex[:8]}", state_dir=state_dir, grpc_port=local.free_port(),
         metrics_port=0, capacity=64 * 1024**2, lease_ttl_s=2, usage_flush_s=0.5, load_timeout_s=30,
-        max_message_bytes=4 * 1024**2, planner_interval_s=60, preload=False,
+        max_message_bytes=4 * 1024**2, planner_interval_s=60, preload=False, peer_token=TEST_PEER_TOKEN,
     )
     base.update(overrides)
     return MeshSettings(**base)
