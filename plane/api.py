@@ -249,6 +249,35 @@ class PlaneClient:
             raise NotFound(f"model {model_id!r} is not registered")
         return rec
 
+    def _peer_token(self) -> str:
+        return self.settings.peer_token or self._run(operations.peer_token(self.registry))
+
+    def _pod(self, pod_id: str) -> InstanceRecord:
+        pod = next((p for p in self.pods() if p.pod_id == pod_id), None)
+        if pod is None:
+            raise NotFound(f"pod {pod_id!r} is not running; `mesh status` lists the pods")
+        return pod
+
+    def load_on(self, model_id: str, pod_id: str, *, timeout: float = 120.0) -> ModelRecord:
+        """Load a copy of the model on that pod (an operator's placement: it may evict there)."""
+        from plane import mgmt_client
+
+        if self.get_model(model_id) is None:
+            raise NotFound(f"model {model_id!r} is not registered")
+        pod = self._pod(pod_id)
+        mgmt_client.load_on(pod.endpoint, model_id, token=self._peer_token(), timeout=timeout, settings=self.settings)
+        rec = self.get_model(model_id)
+        assert rec is not None
+        return rec
+
+    def unload_copy(self, model_id: str, pod_id: str, *, reason: str = "unloaded by an operator") -> bool:
+        """Drop that pod's copy of the model. False when the pod held none."""
+        from plane import mgmt_client
+
+        pod = self._pod(pod_id)
+        return mgmt_client.unload_copy(pod.endpoint, model_id, reason=reason, token=self._peer_token(),
+                                       settings=self.settings)
+
     # -- vmodels --------------------------------------------------------------------------------------
 
     def set_vmodel(self, vmodel_id: str, target_model_id: str, *, auto_delete: bool = False, owner: str = "",

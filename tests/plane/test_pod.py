@@ -343,3 +343,17 @@ def test_a_burst_of_misses_loads_one_copy(plane_client, model_dir, endpoints):
     assert len({str(v) for v in labels}) == 1
     rec = plane_client.get_model(model_id)
     assert len(rec.copies) == 1, rec.copies
+
+
+def test_an_operator_loads_and_unloads_a_copy_on_a_chosen_pod(plane_client, plane):
+    lp, _, _ = plane
+    model_id = uid("placed")
+    plane_client.register_model(model_id, path="tiny/model.onnx")
+    pod = lp.pods[1].pod_id
+    rec = plane_client.load_on(model_id, pod)
+    assert rec.loaded_on() == [pod]
+    assert plane_client.unload_copy(model_id, pod) is True
+    wait_for(lambda: not plane_client.get_model(model_id).copies, what="the copy gone from the registry")
+    assert plane_client.unload_copy(model_id, pod) is False  # nothing left to unload
+    reasons = [e.reason for e in plane_client.events(limit=0) if e.kind == "unload" and e.model == model_id]
+    assert reasons == ["unloaded by an operator"]
