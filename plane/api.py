@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from plane import operations
+from plane import operations, stats
 from plane.operations import (
     REGISTER_LAST_USED_OFFSET_MS,
     REGISTER_LOAD_NOW_LAST_USED_OFFSET_MS,
@@ -37,6 +37,7 @@ from plane.registry import (
     now_ms,
 )
 from plane.settings import MeshSettings
+from plane.stats import StatsRecord
 from plane.storage import StorageTestResult
 
 __all__ = [
@@ -351,10 +352,17 @@ class PlaneClient:
     def events(self, *, since_ms: int = 0, limit: int = 500) -> list[Event]:
         return self._run(self.registry.list_events(since_ms=since_ms, limit=limit))
 
+    def stats(self, *, since_ms: int = 0) -> list[StatsRecord]:
+        """Every pod's per-minute counts from ``since_ms``'s minute on (plane.stats): exact
+        loads, evictions, unloads, failures and requests, however many events there were."""
+        return self._run(self.registry.list_stats(since_ms=stats.minute_of(since_ms)))
+
     def overview(self, *, window_s: int = 300) -> Overview:
+        """Counts over the whole minutes of the last ``window_s`` seconds, from the pods' own
+        per-minute stats (never from a sample of the bounded event log)."""
         snap = self.snapshot()
-        events = self.events(since_ms=now_ms() - window_s * 1000, limit=0)
-        return overview_from(snap, events, window_s=window_s)
+        since = now_ms() - window_s * 1000
+        return overview_from(snap, [], window_s=window_s, totals=stats.totals(self.stats(since_ms=since)))
 
 
 def snapshot_from_tables(tables: dict[str, list[tuple[str, bytes]]]) -> PlacementSnapshot:
@@ -368,8 +376,15 @@ def snapshot_from_tables(tables: dict[str, list[tuple[str, bytes]]]) -> Placemen
     )
 
 
-def overview_from(snap: PlacementSnapshot, events: list[Event], *, window_s: int = 300) -> Overview:
+def overview_from(snap: PlacementSnapshot, events: list[Event], *, window_s: int = 300,
+                  totals: dict[str, int] | None = None) -> Overview:
+    """The overview figures; ``totals`` (plane.stats) gives exact activity counts, else they are
+    counted from ``events``."""
     live = {p.pod_id for p in snap.pods}
+    if totals is None:
+        totals = {"loads": sum(1 for e in events if e.kind == "loaded"),
+                  "evictions": sum(1 for e in events if e.kind == "evict"),
+                  "failures": sum(1 for e in events if e.kind == "load-failed")}
     return Overview(
         pods_ready=sum(1 for p in snap.pods if not p.shutting_down),
         pods_total=len(snap.pods),
@@ -378,9 +393,9 @@ def overview_from(snap: PlacementSnapshot, events: list[Event], *, window_s: int
         models_failed=sum(1 for m in snap.models if m.failed and not m.loaded_on()),
         capacity=sum(p.capacity for p in snap.pods),
         used=sum(p.used for p in snap.pods),
-        loads_recent=sum(1 for e in events if e.kind == "loaded"),
-        evictions_recent=sum(1 for e in events if e.kind == "evict"),
-        failures_recent=sum(1 for e in events if e.kind == "load-failed"),
+        loads_recent=totals.get("loads", 0),
+        evictions_recent=totals.get("evictions", 0),
+        failures_recent=totals.get("failures", 0),
         window_s=window_s,
     )
 

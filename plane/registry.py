@@ -42,6 +42,7 @@ from plane.records import (
     mask_secret,
     now_ms,
 )
+from plane.stats import StatsRecord
 
 __all__ = [
     "CopyState",
@@ -361,6 +362,23 @@ class Registry:
         if since_ms:
             events = [e for e in events if e.time_ms >= since_ms]
         return events[-limit:] if limit else events
+
+    # -- per-minute stats (outside the watched prefix: see plane.stats) -----------------------------
+
+    def _stats_prefix(self) -> bytes:
+        return f"{self.prefix}.stats/".encode()
+
+    async def put_stats(self, rec: StatsRecord) -> None:
+        await self._call(self.client.put(self._stats_prefix() + rec.key.encode(), rec.to_json()))
+
+    async def list_stats(self, *, since_ms: int = 0) -> list[StatsRecord]:
+        start = self._stats_prefix() + f"{since_ms:015d}".encode()
+        res = await self._call(self.client.get_range(start, aetcd.utils.prefix_range_end(self._stats_prefix())))
+        return [StatsRecord.from_json(kv.value) for kv in res.kvs]
+
+    async def trim_stats(self, *, before_ms: int) -> None:
+        await self._call(self.client.delete_range(self._stats_prefix(),
+                                                  self._stats_prefix() + f"{before_ms:015d}".encode()))
 
     # -- watching -------------------------------------------------------------------------------------
 

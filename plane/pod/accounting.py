@@ -14,7 +14,7 @@ import time
 from collections import defaultdict, deque
 from typing import Protocol
 
-from plane import usage
+from plane import stats, usage
 from plane.cache import CacheEntry
 from plane.records import ModelRecord, RegistryError, now_ms
 
@@ -27,6 +27,8 @@ RPM_WINDOW_S = 60.0
 
 class _Registry(Protocol):
     async def update_model(self, model_id: str, fn, *, create: bool = False) -> ModelRecord | None: ...
+
+    async def put_stats(self, rec: stats.StatsRecord) -> None: ...
 
 
 class _View(Protocol):
@@ -53,6 +55,8 @@ class Usage:
         self._req_times: deque[float] = deque()
         self._model_times: dict[str, deque[float]] = defaultdict(deque)
         self._on_write_failed = on_write_failed or (lambda op: None)
+        # This pod's counts per wall-clock minute (plane.stats), written at every flush.
+        self.minutes: dict[int, dict[str, int]] = {}
 
     # -- the request path --------------------------------------------------------------------------
 
@@ -61,6 +65,11 @@ class Usage:
         self.pending[model_id] += 1
         self._req_times.append(now)
         self._model_times[model_id].append(now)
+
+    def note(self, kind: str, n: int = 1) -> None:
+        """Count a load, eviction, unload or failure in this minute's stats."""
+        row = self.minutes.setdefault(stats.minute_of(now_ms()), {})
+        row[kind] = row.get(kind, 0) + n
 
     def pod_rpm(self) -> float:
         return rate_of(self._req_times, time.monotonic())
@@ -94,10 +103,29 @@ class Usage:
 
     # -- flushing ----------------------------------------------------------------------------------
 
+    async def flush_stats(self) -> None:
+        """Write this pod's record for every minute counted since the last flush (each minute's
+        record holds its whole count, so rewriting it is safe); keep the current minute."""
+        current = stats.minute_of(now_ms())
+        for minute, counts in sorted(self.minutes.items()):
+            try:
+                await self.registry.put_stats(stats.StatsRecord(self.pod_id, minute, dict(counts)))
+            except RegistryError as exc:
+                self._on_write_failed("stats")
+                log.warning("stats not written (kept for the next flush): %s", exc)
+                return
+            if minute < current:
+                del self.minutes[minute]
+
     async def flush(self) -> int:
         """Write last-used times, counts and rates: one CAS per used model. Counts that could
         not be written are kept for the next flush. Returns how many models were written."""
         used, self.pending = self.pending, defaultdict(int)
+        if used:
+            row = self.minutes.setdefault(stats.minute_of(now_ms()), {})
+            row["requests"] = row.get("requests", 0) + sum(used.values())
+        if self.minutes:
+            await self.flush_stats()
         if not used:
             return 0
         stamp = now_ms()

@@ -48,7 +48,8 @@ class Copies:
     def __init__(self, *, pod_id: str, settings: Any, registry: Any, view: Any, metrics: Any,
                  weight: Callable[[CacheEntry], float], changed: Callable[[], None],
                  loader: Callable[..., ModelSession] = load_session,
-                 registry_ok: Callable[[], bool] = lambda: True):
+                 registry_ok: Callable[[], bool] = lambda: True,
+                 note: Callable[[str], None] = lambda kind: None):
         self.pod_id = pod_id
         self.settings = settings
         self.registry = registry
@@ -58,6 +59,7 @@ class Copies:
         self.changed = changed  # the instance record should be republished
         self.loader = loader  # path -> session (onnxruntime; a test may pass its own)
         self.registry_ok = registry_ok  # False while etcd does not answer: skip writes, repair later
+        self.note = note  # counts a transition in this minute's stats (plane.stats)
         self.cache = WeightedLRU(settings.capacity)
         self.sessions: dict[str, ModelSession] = {}
         self.ready: dict[str, asyncio.Future[ModelSession]] = {}  # loads in progress
@@ -231,6 +233,7 @@ class Copies:
             await self.sync(model_id, extra=learned)
         finally:
             fut.set_result(sess)
+        self.note("loads")
         await self.event(Event("loaded", model=model_id, size=sess.size, reason=f"from {sess.source} in {ms:.0f} ms"))
         log.info("loaded %s (%d bytes, from %s, %.0f ms)", model_id, sess.size, sess.source, ms)
         self.tasks.pop(model_id, None)
@@ -312,6 +315,7 @@ class Copies:
                     m.size = max(m.size, needs)  # placement learns it does not fit here
 
             await self.sync(model_id, failure=failure, extra=size)
+            self.note("failures")
             await self.event(Event("load-failed", model=model_id, reason=err.message))
             log.warning("%s", err.message)
         else:
@@ -355,6 +359,7 @@ class Copies:
             self.sessions.pop(v.model_id, None)
             self._since.pop(v.model_id, None)
             self.metrics.eviction(now_ms() - v.last_used_ms)
+            self.note("evictions")
             why = f"last used {format_age(v.last_used_ms, now_ms())}, {weight:.1f} recent requests"
             reason = f"evicted for {model_id}, {why}" if size else \
                 f"evicted for {model_id} (it measured more than predicted), {why}"
@@ -393,6 +398,7 @@ class Copies:
         self.sessions.pop(model_id, None)
         self._since.pop(model_id, None)
         self.changed()
+        self.note("unloads")
         await self.sync(model_id)
         await self.event(Event("unload", model=model_id, size=entry.size, reason=reason))
         return True

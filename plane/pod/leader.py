@@ -12,7 +12,7 @@ import asyncio
 import logging
 from typing import Any
 
-from plane import planner
+from plane import planner, stats
 from plane.pod.errors import MeshError, PeerError, Purpose
 from plane.records import Event, RegistryError, now_ms
 
@@ -45,6 +45,7 @@ class Leader:
             try:
                 if await self.elect(key):
                     await self.run_planner()
+                    await self.registry.trim_stats(before_ms=now_ms() - stats.RETENTION_MS)
             except RegistryError as exc:
                 log.warning("planner round skipped: %s", exc)
 

@@ -85,7 +85,7 @@ class Pod:
                                      metrics=self.metrics)
         self.copies = Copies(pod_id=self.pod_id, settings=settings, registry=registry, view=self.view,
                              metrics=self.metrics, weight=self.usage.weight, changed=self.membership.mark_dirty,
-                             registry_ok=self.membership.etcd_ok)
+                             registry_ok=self.membership.etcd_ok, note=self.usage.note)
         self.token: str | None = settings.peer_token
         self.calls = CallReader(lambda: self.token)
         self.peers: PeerClient = peers or GrpcPeers(settings, self.membership.endpoint_of, lambda: self.token)

@@ -22,6 +22,7 @@ class FakeRegistry:
         self.models: dict[str, bytes] = {}
         self.storage: dict[str, StorageConfig] = {}
         self.events: list[Event] = []
+        self.stats: dict[str, Any] = {}
         self.down = False
         self.writes = 0
 
@@ -61,6 +62,10 @@ class FakeRegistry:
     async def add_event(self, ev: Event) -> None:
         self._check()
         self.events.append(ev)
+
+    async def put_stats(self, rec: Any) -> None:
+        self._check()
+        self.stats[rec.key] = rec
 
     def kinds(self) -> list[str]:
         return [e.kind for e in self.events]
