@@ -1,8 +1,8 @@
 """Forwarding: latency of a request that lands on a pod without the model and is forwarded to
 the pod holding it, against the same request sent straight to the holder, same run.
 
-Two pods, A and B. The model is loaded on A only (``ensureLoaded`` sent to A with the
-``mm-internal-hop: 1`` header, so A loads it itself). Then a closed loop of
+Two pods, A and B. The model is loaded on A only (``PlaneClient.load_on``: A is asked as a
+peer would ask it, so it loads the model itself). Then a closed loop of
 tritonclient.grpc.aio requests goes to B (which forwards to A) and to A (direct), taking
 turns within each repetition. Copy scale-up and preloading are turned off so that B never
 gets a copy of its own; the script checks that at the end.
@@ -28,18 +28,6 @@ from plane import demo  # noqa: E402
 from plane.api import PlaneClient  # noqa: E402
 
 
-def load_on(endpoint: str, model_id: str) -> None:
-    """Make the pod at ``endpoint`` load ``model_id`` itself (the hop header stops it choosing another)."""
-    import grpc
-
-    from plane.proto import mmesh_pb2 as mpb
-    from plane.proto import mmesh_pb2_grpc as mgrpc
-
-    with grpc.insecure_channel(endpoint) as ch:
-        mgrpc.ModelMeshStub(ch).ensureLoaded(mpb.EnsureLoadedRequest(modelId=model_id, sync=True),
-                                             metadata=(("mm-internal-hop", "1"),), timeout=120)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=3.0)
@@ -62,7 +50,7 @@ def main() -> None:
                 pc.set_storage("default", "local", {"path": str(root)})
                 for model_id, label, rel in cases:
                     pc.register_model(model_id, path=rel)
-                    load_on(a.endpoint, model_id)
+                    pc.load_on(model_id, a.pod_id)  # A loads it itself
                     for conc in args.concurrency:
                         direct, fwd = {"p50": [], "p99": [], "rps": []}, {"p50": [], "p99": [], "rps": []}
                         errors = 0

@@ -112,13 +112,25 @@ def edge(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]
     return wrapper
 
 
-def handlers(servicer: Any, module: Any, service: str) -> dict[str, grpc.RpcMethodHandler]:
+def _bytes_or_message(response: Any) -> bytes:
+    """A forwarded answer is passed on as the peer's bytes; a local one is serialised."""
+    return response if type(response) is bytes else response.SerializeToString()
+
+
+def handlers(servicer: Any, module: Any, service: str, *, raw: frozenset[str] = frozenset()
+             ) -> dict[str, grpc.RpcMethodHandler]:
+    """Method handlers for a service. Methods named in ``raw`` get the request's bytes undecoded
+    (the servicer parses them only if it serves the call itself) and may answer with bytes."""
     desc = module.DESCRIPTOR.services_by_name[service]
     out = {}
     for m in desc.methods:
         request_cls = getattr(module, m.input_type.name)
         response_cls = getattr(module, m.output_type.name)
-        out[m.name] = grpc.unary_unary_rpc_method_handler(
-            getattr(servicer, m.name), request_deserializer=_safe_parser(request_cls),
-            response_serializer=response_cls.SerializeToString)
+        if m.name in raw:
+            out[m.name] = grpc.unary_unary_rpc_method_handler(
+                getattr(servicer, m.name), request_deserializer=None, response_serializer=_bytes_or_message)
+        else:
+            out[m.name] = grpc.unary_unary_rpc_method_handler(
+                getattr(servicer, m.name), request_deserializer=_safe_parser(request_cls),
+                response_serializer=response_cls.SerializeToString)
     return out

@@ -45,4 +45,4 @@ class InferenceServicer(igrpc.GRPCInferenceServiceServicer):
     @edge
     async def ModelInfer(self, request, context):  # noqa: N802
         call = self.calls.read(context.invocation_metadata(), context.time_remaining())
-        return await self.router.infer(request, call)
+        return await self.router.infer_raw(request, call)  # request: the message's bytes

@@ -25,6 +25,7 @@ from plane.proto import mmesh_pb2_grpc as mgrpc
 __all__ = ["PeerClient", "GrpcPeers", "PEER_UNLOAD", "unload_handler", "FORWARD_TIMEOUT_S"]
 
 PEER_UNLOAD = "/meshinternal.Peer/Unload"  # pod-to-pod only: the leader asks a pod to drop a copy
+RAW_INFER = "/inference.GRPCInferenceService/ModelInfer"
 FORWARD_TIMEOUT_S = 120.0
 PEER_UNLOAD_TIMEOUT_S = 30.0
 
@@ -72,6 +73,7 @@ class GrpcPeers:
         self.in_flight: dict[str, int] = defaultdict(int)
         self._channels: dict[str, tuple[str, grpc.aio.Channel]] = {}
         self._stubs: dict[str, igrpc.GRPCInferenceServiceStub] = {}
+        self._raw_infer: dict[str, Any] = {}
 
     def channel(self, pod_id: str) -> grpc.aio.Channel:
         endpoint = self.endpoint_of(pod_id)
@@ -85,19 +87,29 @@ class GrpcPeers:
         ch = tls.aio_channel(endpoint, self.settings, options=opts)
         self._channels[pod_id] = (endpoint, ch)
         self._stubs.pop(pod_id, None)
+        self._raw_infer.pop(pod_id, None)
         return ch
 
     def _internal(self, *extra: tuple[str, str]) -> tuple[tuple[str, str], ...]:
         return ((HOP_HEADER, "1"), (TOKEN_HEADER, self.token() or ""), *extra)
 
-    async def call(self, pod_id: str, method: str, request: Any, metadata: Any, *, timeout: float) -> Any:
+    def _callable(self, pod_id: str, method: str, request: Any) -> Any:
+        if type(request) is bytes:  # a request passed on undecoded; the answer comes back as bytes
+            fn = self._raw_infer.get(pod_id)
+            if fn is None:
+                fn = self._raw_infer[pod_id] = self.channel(pod_id).unary_unary(
+                    RAW_INFER, request_serializer=None, response_deserializer=None)
+            return fn
         stub = self._stubs.get(pod_id)
         if stub is None:  # one stub per peer: building one costs more than the call's own Python work
             stub = self._stubs[pod_id] = igrpc.GRPCInferenceServiceStub(self.channel(pod_id))
+        return getattr(stub, method)
+
+    async def call(self, pod_id: str, method: str, request: Any, metadata: Any, *, timeout: float) -> Any:
+        fn = self._callable(pod_id, method, request)
         self.in_flight[pod_id] += 1
         try:
-            return await getattr(stub, method)(request, metadata=(*metadata, *self._internal()),
-                                               timeout=min(timeout, FORWARD_TIMEOUT_S))
+            return await fn(request, metadata=(*metadata, *self._internal()), timeout=min(timeout, FORWARD_TIMEOUT_S))
         except grpc.aio.AioRpcError as exc:
             raise _peer_error(pod_id, exc) from None
         finally:
@@ -124,6 +136,7 @@ class GrpcPeers:
     def forget(self, pod_id: str) -> None:
         got = self._channels.pop(pod_id, None)
         self._stubs.pop(pod_id, None)
+        self._raw_infer.pop(pod_id, None)
         self.in_flight.pop(pod_id, None)
         if got is not None:
             asyncio.get_running_loop().create_task(got[1].close(), name=f"close channel {pod_id}")

@@ -25,10 +25,42 @@ from plane.pod.serving import Server, metadata_response
 from plane.proto import inference_pb2 as ipb
 from plane.records import FailureInfo, ModelRecord, RegistryError, now_ms
 
-__all__ = ["Router", "SUSPECT_S"]
+__all__ = ["Router", "SUSPECT_S", "peek_model_name", "parse_infer_request"]
 
 SUSPECT_S = 10.0  # a holder that timed out is avoided this long (or until it answers again)
 _NO_CALL = Call()
+
+
+def peek_model_name(raw: bytes) -> str | None:
+    """``model_name`` (field 1) of a serialised ModelInferRequest without decoding the rest:
+    encoders write fields in number order, so it comes first when set. None when it does not
+    (the caller then decodes the whole message)."""
+    if len(raw) < 2 or raw[0] != 0x0A:
+        return None
+    n, shift, i = 0, 0, 1
+    while i < len(raw) and i < 6:
+        b = raw[i]
+        n |= (b & 0x7F) << shift
+        i += 1
+        if not b & 0x80:
+            break
+        shift += 7
+    else:
+        return None
+    if i + n > len(raw):
+        return None
+    try:
+        return raw[i:i + n].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def parse_infer_request(raw: bytes) -> ipb.ModelInferRequest:
+    try:
+        return ipb.ModelInferRequest.FromString(raw)
+    except Exception:  # noqa: BLE001 - protobuf's DecodeError and friends: bad client bytes
+        raise MeshError(grpc.StatusCode.INVALID_ARGUMENT, "the request is not a valid ModelInferRequest message") \
+            from None
 
 
 class Router:
@@ -77,6 +109,20 @@ class Router:
         return rec
 
     # -- serving -----------------------------------------------------------------------------------
+
+    async def infer_raw(self, raw: bytes, call: Call = _NO_CALL) -> ipb.ModelInferResponse | bytes:
+        """A ModelInfer call as the bytes the client sent: decoded only if served here; a forward
+        passes the bytes on and the peer's answer back as bytes."""
+        name = peek_model_name(raw)
+        if name is None:  # no model_name first in the message (unusual encoder): decode it all
+            return await self.infer(parse_infer_request(raw), call)
+        model_id = self.resolve(name, call)
+        sess = self.copies.sessions.get(model_id)
+        if sess is not None:
+            return await self.server.serve(sess, parse_infer_request(raw))
+        if call.hop:
+            return await self.server.serve(await self.copies.ensure_local(model_id), parse_infer_request(raw))
+        return await self.route(model_id, "ModelInfer", raw, call)
 
     async def infer(self, request: ipb.ModelInferRequest, call: Call = _NO_CALL) -> ipb.ModelInferResponse:
         model_id = self.resolve(request.model_name, call)
@@ -178,7 +224,8 @@ class Router:
                     continue  # another pod may load it (this one's failure is recorded)
                 self._pending_loader.pop(model_id, None)
                 if method == "ModelInfer":
-                    return await self.server.serve(sess, request)
+                    return await self.server.serve(sess, parse_infer_request(request) if type(request) is bytes
+                                                   else request)
                 return metadata_response(sess)
             # A holder answers quickly or is suspect; a loader gets the time a load may take.
             cap = self.settings.hop_timeout_s if holders else self.settings.load_timeout_s + 5

@@ -20,10 +20,12 @@ __all__ = ["add_to_server", "InferenceServicer", "ManagementServicer", "SERVER_N
 
 def add_to_server(server: grpc.aio.Server, pod: Pod) -> None:
     """Register both services with deserializers that never raise."""
-    for servicer, module, service in ((InferenceServicer(pod), ipb, "GRPCInferenceService"),
-                                      (ManagementServicer(pod), mpb, "ModelMesh")):
+    # ModelInfer takes the request's bytes: a pod that forwards a request passes them on
+    # without decoding and re-encoding (it reads only the model name).
+    for servicer, module, service, raw in ((InferenceServicer(pod), ipb, "GRPCInferenceService", {"ModelInfer"}),
+                                           (ManagementServicer(pod), mpb, "ModelMesh", set())):
         full = f"{module.DESCRIPTOR.package}.{service}"
-        table = handlers(servicer, module, service)
+        table = handlers(servicer, module, service, raw=frozenset(raw))
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(full, table),))
         server.add_registered_method_handlers(full, table)
 
