@@ -145,6 +145,14 @@ class MeshSettings(BaseSettings):
         default=5.0, description="A request forwarded to a pod holding a copy that gets no answer within this is "
         "retried on another copy (or a fresh load), and that pod is avoided for a while.")
     etcd_timeout_s: float = Field(default=2.0, description="A pod's etcd calls fail after this (etcd down: fail fast).")
+    batch_max_size: int = Field(
+        default=32, description="Adaptive batching: most rows run together for one model (1: off). Only models "
+        "whose inputs and outputs all have a batch dimension and whose run time exceeds batch_min_run_us.")
+    batch_max_delay_ms: float = Field(
+        default=0.0, description="Adaptive batching: extra wait to collect a batch (0: none; requests that arrive "
+        "while a batch runs form the next one).")
+    batch_min_run_us: float = Field(default=300.0, description="Adaptive batching: models faster than this run "
+                                    "unbatched (the bookkeeping would cost more than it saves).")
     offload_request_bytes: Size = Field(
         default=1024**2, description="Requests larger than this are decoded and run on a worker thread, so they "
         "never stall the pod's event loop.")

@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc
 
+from plane.pod.batching import Batcher, batchable
 from plane.pod.errors import MeshError
 from plane.proto import inference_pb2 as ipb
 from plane.runtime import ModelSession
@@ -80,6 +81,28 @@ class Server:
         self.in_flight = 0
         self._max_elements = settings.max_message_bytes  # no tensor can hold more elements than bytes
         self._offload_bytes = settings.offload_request_bytes
+        self._batch_max = settings.batch_max_size
+        self._batch_delay_ms = settings.batch_max_delay_ms
+        self._batch_min_us = settings.batch_min_run_us
+        self.batchers: dict[str, Batcher] = {}
+
+    def _batcher(self, sess: ModelSession) -> Batcher:
+        b = self.batchers.get(sess.model_id)
+        if b is None or b.sess is not sess:  # a reloaded model gets a new batcher
+            b = self.batchers[sess.model_id] = Batcher(sess, max_size=self._batch_max,
+                                                       max_delay_ms=self._batch_delay_ms, metrics=self.metrics)
+        return b
+
+    async def compute_batched(self, sess: ModelSession, request: ipb.ModelInferRequest) -> ipb.ModelInferResponse:
+        try:
+            inputs = decode_inputs(request, sess.inputs, max_elements=self._max_elements)
+            requested = [o.name for o in request.outputs] if request.outputs else None
+            outputs = await self._batcher(sess).run(inputs, requested)
+            response = ipb.ModelInferResponse(model_name=sess.model_id, id=request.id)
+            encode_outputs(response, outputs, requested)
+            return response
+        except TensorError as exc:
+            raise MeshError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from exc
 
     def compute(self, sess: ModelSession, request: ipb.ModelInferRequest) -> ipb.ModelInferResponse:
         """Decode, run, encode: no event loop needed (runs inline or on a worker thread)."""
@@ -111,6 +134,8 @@ class Server:
         try:
             if payload_bytes(request) >= self._offload_bytes:
                 response = await asyncio.to_thread(self._compute_and_trim, sess, request)
+            elif self._batch_max > 1 and batchable(sess, self._batch_min_us):
+                response = await self.compute_batched(sess, request)
             elif sess.avg_run_us >= INLINE_RUN_LIMIT_US:
                 response = await asyncio.to_thread(self.compute, sess, request)
             else:
