@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from plane import secrets
+
 __all__ = [
     "CopyState",
     "CopyInfo",
@@ -97,11 +99,14 @@ class ModelRecord:
     created_ms: int = 0
     last_used_ms: int = 0  # eviction/placement order; set in the past at registration (ModelMesh rule)
     used_ms: int = 0  # time of the last real request (0 = never used): what the UIs show
+    # ModelMesh's earlierUseIteration: the earlier use the second-copy rule compares with (usage.note_use)
+    prev_used_ms: int = 0
     size: int = 0  # measured memory of a loaded copy (0 until first load)
     file_size: int = 0
     copies: dict[str, CopyInfo] = field(default_factory=dict)
     failed: dict[str, FailureInfo] = field(default_factory=dict)
     refs: list[str] = field(default_factory=list)  # vmodels pointing here
+    auto_delete: bool = False  # owned by a vmodel (setVModel with modelInfo + autoDeleteTargetModel)
     pinned: bool = False
     min_copies: int = 0
     max_copies: int = 0  # 0 = no cap
@@ -205,13 +210,17 @@ class InstanceRecord:
 
 @dataclass
 class StorageConfig:
-    """One storage key, in the ``storage-config`` secret format of SPEC section 4."""
+    """One storage key, in the ``storage-config`` secret format of SPEC section 4.
+
+    ``repr()`` shows the masked form, so a config that ends up in a log line or a traceback
+    never prints its secrets; ``params`` holds them in full (for the pods)."""
 
     key: str
     type: str
     params: dict[str, Any] = field(default_factory=dict)
 
-    SECRET_FIELDS = ("secret_access_key", "access_key_id", "headers", "password", "token", "sas_token")
+    # the secret fields of every storage type: see plane.secrets (URL userinfo is masked too)
+    SECRET_FIELDS = tuple(sorted(secrets.GENERIC_SECRET_FIELDS.union(*secrets.SECRET_FIELDS.values())))
 
     def to_json(self) -> bytes:
         return json.dumps({"type": self.type, **self.params}, separators=(",", ":")).encode()
@@ -223,21 +232,18 @@ class StorageConfig:
         return cls(key=key, type=typ, params=data)
 
     def masked(self) -> dict[str, Any]:
-        """The config as a dict safe to print: secrets reduced to a hint."""
-        out: dict[str, Any] = {"key": self.key, "type": self.type}
-        for name, value in self.params.items():
-            out[name] = mask_secret(value) if name in self.SECRET_FIELDS else value
-        return out
+        """The config as a dict safe to print: secrets reduced to a hint, URLs without userinfo."""
+        return {"key": self.key, "type": self.type, **secrets.mask_params(self.params, self.type)}
+
+    def redact(self, text: str) -> str:
+        """``text`` with this config's secrets (and any URL userinfo) removed."""
+        return secrets.redact(text, self.params, self.type)
+
+    def __repr__(self) -> str:
+        return f"StorageConfig(key={self.key!r}, type={self.type!r}, params={secrets.mask_params(self.params)!r})"
 
 
-def mask_secret(value: Any) -> str:
-    """``AKIA...XYZ`` style: never more than the last 2 characters, never short secrets."""
-    if value is None or value == "":
-        return ""
-    text = value if isinstance(value, str) else json.dumps(value)
-    if len(text) < 12:
-        return "****"
-    return "****" + text[-2:]
+mask_secret = secrets.mask_secret  # ``****XY``: never more than the last 2 characters, nothing of short secrets
 
 
 @dataclass

@@ -3,43 +3,93 @@
 A model names a storage key (``default`` when it names none) and a path inside it. The
 key's config (SPEC section 4 format) lives in the registry. Pulled files are kept in a
 bounded local disk cache, so an evicted model reloads from local disk instead of being
-downloaded again. Paths are always relative to the storage root: ``..``, absolute paths
-and symlinks that leave the root are refused.
+downloaded again; when the cache folder cannot be written (permissions, full or read-only
+disk) the file goes to a scratch file outside it and the caller is told. Paths are relative
+to the storage root: ``..``, absolute paths and symlinks that leave the root are refused.
+Every message built here (``StorageError``, ``test_config``) is redacted (plane.secrets):
+no secret and no URL userinfo, whatever boto3/botocore put in their exception texts.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
+import functools
 import json
 import os
 import pathlib
 import shutil
-import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
+from plane import secrets
+from plane.disk_cache import (
+    DiskCache,
+    fs_reason,
+    is_fs_error,
+    release_model_file,
+    scratch_file,
+    scratch_root,
+)
 from plane.records import StorageConfig
 
 __all__ = [
     "StorageError",
     "StorageTestResult",
+    "redact",
     "validate_config",
     "test_config",
     "check_relative_path",
     "DiskCache",
     "fetch_model_file",
+    "release_model_file",
     "object_size",
+    "UNSUPPORTED_TYPES",
 ]
 
 S3_CONNECT_TIMEOUT_S = 5
 S3_READ_TIMEOUT_S = 60
 S3_MAX_ATTEMPTS = 2
+UNSUPPORTED_TYPES = ("gcs", "azure")  # ModelMesh types this plane cannot read: refused, not stored
 
 
 class StorageError(Exception):
     """A model file could not be found or fetched; the message says why and what to do."""
+
+
+def redact(text: str, cfg: StorageConfig) -> str:
+    """``text`` without this config's secrets (those read from ``*_env`` too) or URL userinfo."""
+    refs = [cfg.params.get(f"{n}_env") for n in ("access_key_id", "secret_access_key")]
+    return secrets.redact(text, cfg.params, cfg.type, extra=[os.environ.get(str(r), "") for r in refs if r])
+
+
+@contextlib.contextmanager
+def _redacted_errors(cfg: StorageConfig) -> Iterator[None]:
+    """Failures leave as a ``StorageError`` with a redacted text and no chained exception
+    (botocore's texts embed the endpoint URL, userinfo included)."""
+    try:
+        yield
+    except StorageError as exc:
+        raise StorageError(redact(str(exc), cfg)) from None
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a sentence for the operator
+        text = _describe_s3_error(exc, cfg) if cfg.type == "s3" else f"{type(exc).__name__}: {exc}"
+        raise StorageError(redact(text, cfg)) from None
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _redacting(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        cfg = args[0]
+        assert isinstance(cfg, StorageConfig)
+        with _redacted_errors(cfg):
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def check_relative_path(path: str) -> str:
@@ -84,11 +134,14 @@ def validate_config(key: str, type: str, params: dict[str, Any]) -> StorageConfi
             raise ValidationError("an s3 storage config needs 'default_bucket' (or 'bucket')")
         url = params.get("endpoint_url", "")
         if url and not url.startswith(("http://", "https://")):
-            raise ValidationError(f"endpoint_url {url!r} must start with http:// or https://")
-    elif type in ("gcs", "azure", "http", "pvc"):
+            raise ValidationError(f"endpoint_url {secrets.mask_url(url)!r} must start with http:// or https://")
+    elif type in UNSUPPORTED_TYPES:
+        raise ValidationError(f"storage type {type!r} is not supported by this plane yet: use s3 (any "
+                              "S3-compatible endpoint, e.g. GCS's XML API with HMAC keys), local, http or pvc")
+    elif type in ("http", "pvc"):
         pass  # accepted and stored (SPEC section 4) though this plane reads only local and s3
     else:
-        raise ValidationError(f"unknown storage type {type!r}: use local or s3 (gcs, azure, http, pvc are stored)")
+        raise ValidationError(f"unknown storage type {type!r}: use local or s3 (http and pvc are stored)")
     from plane.registry import StorageConfig as _SC
 
     return _SC(key=key, type=type, params=params)
@@ -98,8 +151,7 @@ def validate_config(key: str, type: str, params: dict[str, Any]) -> StorageConfi
 
 
 def _s3_client(cfg: StorageConfig):
-    """A boto3 client for this config, reused across loads (clients are thread-safe and cost
-    milliseconds to build)."""
+    """A boto3 client for this config, reused across loads (thread-safe, milliseconds to build)."""
     key = json.dumps(cfg.params, sort_keys=True, default=str)
     with _clients_lock:
         client = _clients.get(key)
@@ -119,11 +171,14 @@ def _new_s3_client(cfg: StorageConfig):
     from botocore.config import Config
 
     p = cfg.params
+    key_id, secret = _credential(p, "access_key_id"), _credential(p, "secret_access_key")
+    # botocore logs request URLs and signed headers at DEBUG: keep this config's secrets out of them
+    secrets.install_log_filter(secrets.secret_values(p, cfg.type, extra=[key_id or "", secret or ""]))
     return boto3.client(
         "s3",
         endpoint_url=p.get("endpoint_url") or None,
-        aws_access_key_id=_credential(p, "access_key_id"),
-        aws_secret_access_key=_credential(p, "secret_access_key"),
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
         region_name=p.get("region") or "us-east-1",
         verify=p.get("certificate_file") or (False if p.get("insecure") else None),
         config=Config(
@@ -156,10 +211,12 @@ def _credential(params: dict[str, Any], name: str) -> str | None:
 
 
 def _describe_s3_error(exc: Exception, cfg: StorageConfig) -> str:
-    """Turn botocore's errors into sentences an operator can act on (no secrets)."""
+    """Turn botocore's errors into sentences an operator can act on (redacted by the callers)."""
     from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
-    where = cfg.params.get("endpoint_url") or "AWS S3"
+    if isinstance(exc, StorageError):
+        return str(exc)
+    where = secrets.mask_url(str(cfg.params.get("endpoint_url") or "")) or "AWS S3"
     bucket = cfg.params.get("default_bucket", "")
     if isinstance(exc, EndpointConnectionError):
         return f"cannot reach the S3 endpoint {where}: check endpoint_url and that the server runs"
@@ -174,7 +231,8 @@ def _describe_s3_error(exc: Exception, cfg: StorageConfig) -> str:
         if code in ("NoSuchKey", "404"):
             return "no such object in the bucket: check the model path"
         return f"S3 error {code or type(exc).__name__} at {where}"
-    return f"S3 request to {where} failed: {type(exc).__name__}"
+    detail = str(exc)[:300]
+    return f"S3 request to {where} failed: {type(exc).__name__}" + (f": {detail}" if detail else "")
 
 
 def _local_root(cfg: StorageConfig) -> pathlib.Path:
@@ -200,39 +258,46 @@ class StorageTestResult:
 
 
 def test_config(cfg: StorageConfig, *, path: str = "", limit: int = 20) -> StorageTestResult:
-    """List up to ``limit`` objects under ``path``; never raises for storage problems."""
+    """List up to ``limit`` objects under ``path``; never raises; the message is redacted."""
     try:
-        if cfg.type == "local":
-            root = _resolve_local(cfg, path) if path else _local_root(cfg).resolve()
-            if not root.exists():
-                return StorageTestResult(False, f"directory {root} does not exist")
-            if root.is_file():
-                return StorageTestResult(True, f"found file {path} ({root.stat().st_size} bytes)", [path])
-            found = []
-            for dirpath, _dirs, files in os.walk(root):
-                for f in sorted(files):
-                    found.append(str((pathlib.Path(dirpath) / f).relative_to(_local_root(cfg).resolve())))
-                    if len(found) >= limit:
-                        break
-                if len(found) >= limit:
-                    break
-            return StorageTestResult(True, f"directory {root} readable, {len(found)} file(s) listed", sorted(found))
-        if cfg.type == "s3":
-            client = _s3_client(cfg)
-            bucket = cfg.params["default_bucket"]
-            resp = client.list_objects_v2(Bucket=bucket, Prefix=path, MaxKeys=limit)
-            keys = [o["Key"] for o in resp.get("Contents", [])]
-            more = " (more not shown)" if resp.get("IsTruncated") else ""
-            return StorageTestResult(True, f"bucket {bucket!r} readable, {len(keys)} object(s) listed{more}", keys)
-        return StorageTestResult(False, f"storage type {cfg.type!r} cannot be tested here (only local and s3)")
+        with _redacted_errors(cfg):
+            result = _test_config(cfg, path, limit)
     except StorageError as exc:
         return StorageTestResult(False, str(exc))
-    except Exception as exc:  # noqa: BLE001 - every failure becomes a sentence for the operator
-        if cfg.type == "s3":
-            return StorageTestResult(False, _describe_s3_error(exc, cfg))
-        return StorageTestResult(False, f"{type(exc).__name__}: {exc}")
+    result.message = redact(result.message, cfg)
+    return result
 
 
+def _test_config(cfg: StorageConfig, path: str, limit: int) -> StorageTestResult:
+    if cfg.type == "local":
+        root = _resolve_local(cfg, path) if path else _local_root(cfg).resolve()
+        if not root.exists():
+            return StorageTestResult(False, f"directory {root} does not exist")
+        if root.is_file():
+            return StorageTestResult(True, f"found file {path} ({root.stat().st_size} bytes)", [path])
+        found: list[str] = []
+        for dirpath, _dirs, files in os.walk(root):
+            for f in sorted(files):
+                found.append(str((pathlib.Path(dirpath) / f).relative_to(_local_root(cfg).resolve())))
+                if len(found) >= limit:
+                    break
+            if len(found) >= limit:
+                break
+        return StorageTestResult(True, f"directory {root} readable, {len(found)} file(s) listed", sorted(found))
+    if cfg.type == "s3":
+        client = _s3_client(cfg)
+        bucket = cfg.params["default_bucket"]
+        resp = client.list_objects_v2(Bucket=bucket, Prefix=path, MaxKeys=limit)
+        keys = [o["Key"] for o in resp.get("Contents", [])]
+        more = " (more not shown)" if resp.get("IsTruncated") else ""
+        return StorageTestResult(True, f"bucket {bucket!r} readable, {len(keys)} object(s) listed{more}", keys)
+    if cfg.type in UNSUPPORTED_TYPES:
+        return StorageTestResult(False, f"storage type {cfg.type!r} is not supported by this plane yet: "
+                                 "replace this config with an s3, local, http or pvc one")
+    return StorageTestResult(False, f"storage type {cfg.type!r} cannot be tested here (only local and s3)")
+
+
+@_redacting
 def object_size(cfg: StorageConfig, path: str) -> int:
     """Size of the model file in bytes (for predicting memory before a load)."""
     if cfg.type == "local":
@@ -245,119 +310,93 @@ def object_size(cfg: StorageConfig, path: str) -> int:
     raise StorageError(f"storage type {cfg.type!r} of key {cfg.key!r} cannot be read by this plane")
 
 
-# -- disk cache -------------------------------------------------------------------------------------------
-
-
-class DiskCache:
-    """A bounded directory of pulled model files, least recently used removed first.
-
-    Entries are keyed by (storage key, path, etag/size) so a changed object is fetched anew.
-    Safe for several threads of one process; pods on one machine each get their own folder.
-    """
-
-    def __init__(self, root: pathlib.Path, max_bytes: int):
-        self.root = pathlib.Path(root)
-        self.max_bytes = max_bytes
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-
-    def _entry(self, ident: str) -> pathlib.Path:
-        return self.root / hashlib.sha256(ident.encode()).hexdigest()[:32]
-
-    def get(self, ident: str) -> pathlib.Path | None:
-        entry = self._entry(ident)
-        if entry.exists():
-            os.utime(entry)  # touch: mark as recently used
-            self.hits += 1
-            return entry
-        return None
-
-    def put(self, ident: str, writer: Callable[[pathlib.Path], None]) -> pathlib.Path:
-        """Create the entry with ``writer(tmp_path)`` then move it in place atomically."""
-        self.misses += 1
-        entry = self._entry(ident)
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".part-")
-        os.close(fd)
-        try:
-            writer(pathlib.Path(tmp))
-            os.replace(tmp, entry)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        self.trim()
-        return entry
-
-    def size(self) -> int:
-        return sum(p.stat().st_size for p in self.root.iterdir() if p.is_file() and not p.name.startswith("."))
-
-    def trim(self) -> None:
-        with self._lock:
-            files = [p for p in self.root.iterdir() if p.is_file() and not p.name.startswith(".")]
-            files.sort(key=lambda p: p.stat().st_mtime)
-            total = sum(p.stat().st_size for p in files)
-            # Keep at least the newest file even if it alone exceeds the bound.
-            while total > self.max_bytes and len(files) > 1:
-                victim = files.pop(0)
-                total -= victim.stat().st_size
-                victim.unlink(missing_ok=True)
-
-
+@_redacting
 def s3_head(cfg: StorageConfig, path: str) -> dict[str, Any]:
     """The object's metadata (size, ETag): one request, reused by :func:`fetch_model_file`."""
     check_relative_path(path)
-    try:
-        return dict(_s3_client(cfg).head_object(Bucket=cfg.params["default_bucket"], Key=path))
-    except Exception as exc:  # noqa: BLE001
-        raise StorageError(_describe_s3_error(exc, cfg)) from exc
+    return dict(_s3_client(cfg).head_object(Bucket=cfg.params["default_bucket"], Key=path))
 
 
+# -- fetching ---------------------------------------------------------------------------------------------
+
+
+@_redacting
 def fetch_model_file(cfg: StorageConfig, path: str, cache: DiskCache | None,
-                     head: dict[str, Any] | None = None) -> tuple[pathlib.Path, str]:
-    """Return a local file holding the model and where it came from ('local', 'disk-cache', 's3').
-    ``head`` (from :func:`s3_head`) saves a second metadata request."""
+                     head: dict[str, Any] | None = None,
+                     warn: Callable[[str], None] | None = None) -> tuple[pathlib.Path, str]:
+    """A local file holding the model and where it came from: 'local', 'disk-cache', 's3', or
+    's3 (disk cache unavailable: <reason>)' when the cache folder could not be written and the
+    file went to a scratch file (``warn``, if given, then gets a sentence for the operator).
+    Release scratch files with :func:`release_model_file` once loaded. ``head`` (from
+    :func:`s3_head`) saves a request. Failures raise ``StorageError`` (redacted)."""
     if cfg.type == "local":
         target = _resolve_local(cfg, path)
         if not target.is_file():
             raise StorageError(f"model file {path!r} not found in local storage {cfg.key!r} ({_local_root(cfg)})")
         return target, "local"
-    if cfg.type == "s3":
-        check_relative_path(path)
-        bucket = cfg.params["default_bucket"]
-        client = _s3_client(cfg)
+    if cfg.type != "s3":
+        raise StorageError(f"storage type {cfg.type!r} of key {cfg.key!r} cannot be read by this plane (local, s3)")
+    check_relative_path(path)
+    bucket = cfg.params["default_bucket"]
+    client = _s3_client(cfg)
+    last = f"{cfg.key}\0{path}\0last"
+    try:
+        head = head or client.head_object(Bucket=bucket, Key=path)
+    except Exception as exc:  # noqa: BLE001
+        stale = cache.get(last) if cache is not None else None
+        if stale is not None:  # S3 unreachable: a cached copy of this path (any version) still serves
+            return stale, "disk-cache"
+        raise StorageError(_describe_s3_error(exc, cfg)) from None
+    ident = f"{cfg.key}\0{path}\0{head.get('ETag', '')}\0{head.get('ContentLength', 0)}"
+    hit = cache.get(ident) if cache is not None else None
+    if hit is not None:
+        return hit, "disk-cache"
+
+    def download(dest: pathlib.Path) -> None:
         try:
-            head = head or client.head_object(Bucket=bucket, Key=path)
+            client.download_file(bucket, path, str(dest))
         except Exception as exc:  # noqa: BLE001
-            if cache is not None:
-                # S3 unreachable: a cached copy of this path (any version) still serves.
-                stale = cache.get(f"{cfg.key}\0{path}\0last")
-                if stale is not None:
-                    return stale, "disk-cache"
-            raise StorageError(_describe_s3_error(exc, cfg)) from exc
-        ident = f"{cfg.key}\0{path}\0{head.get('ETag', '')}\0{head.get('ContentLength', 0)}"
-        if cache is not None:
-            hit = cache.get(ident)
-            if hit is not None:
-                return hit, "disk-cache"
+            if is_fs_error(exc):
+                raise  # the local disk, not S3: the caller decides
+            raise StorageError(_describe_s3_error(exc, cfg)) from None
 
-        def download(dest: pathlib.Path) -> None:
-            try:
-                client.download_file(bucket, path, str(dest))
-            except Exception as exc:  # noqa: BLE001
-                raise StorageError(_describe_s3_error(exc, cfg)) from exc
-
-        if cache is None:
-            tmp = pathlib.Path(tempfile.mkdtemp()) / "model.onnx"
-            download(tmp)
-            return tmp, "s3"
-        entry = cache.put(ident, download)
-        last = cache._entry(f"{cfg.key}\0{path}\0last")
+    fault = ""
+    if cache is not None:
         try:
-            if last.exists() or last.is_symlink():
-                last.unlink()
+            entry = cache.put(ident, download)
+        except OSError as exc:
+            fault = fs_reason(exc)
+        else:
+            _remember_last(cache, last, entry)
+            return entry, "s3"
+    scratch: pathlib.Path | None = None
+    try:
+        scratch = scratch_file(path)
+        download(scratch)
+    except BaseException as exc:
+        if scratch is not None:
+            release_model_file(scratch)
+        if not isinstance(exc, OSError):
+            raise
+        where = f"the disk cache is unavailable ({fault}) and " if fault else ""
+        raise StorageError(f"cannot store model file {path!r} locally: {where}the scratch folder "
+                           f"{scratch_root()} cannot be written ({fs_reason(exc)})") from None
+    if not fault:
+        return scratch, "s3"
+    if warn is not None:
+        warn(f"disk cache {cache.root if cache else ''} unavailable ({fault}): model file {path!r} of storage "
+             f"{cfg.key!r} was downloaded past the cache; it will be downloaded again at every load until the "
+             "cache folder can be written")
+    return scratch, f"s3 (disk cache unavailable: {fault})"
+
+
+def _remember_last(cache: DiskCache, last_ident: str, entry: pathlib.Path) -> None:
+    """Link the newest version of a path under a version-less name (served when S3 is away)."""
+    last = cache._entry(last_ident)
+    with contextlib.suppress(OSError):  # best effort: the entry itself is in place
+        if last.exists() or last.is_symlink():
+            last.unlink()
+        try:
             os.link(entry, last)
         except OSError:
             shutil.copyfile(entry, last)
-        return entry, "s3"
-    raise StorageError(f"storage type {cfg.type!r} of key {cfg.key!r} cannot be read by this plane (local, s3)")

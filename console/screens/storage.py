@@ -1,5 +1,10 @@
 """Storage: the storage configs models are pulled from (secrets shown masked), with a form
-to add or edit S3/MinIO and local configs and a test that lists what the storage holds."""
+to add or edit S3/MinIO and local configs and a test that lists what the storage holds.
+
+Everything shown comes from ``StorageConfig.masked()`` (the live state's storage table) and
+from ``PlaneClient.test_storage()`` (redacted messages): no secret and no URL userinfo. The
+edit form never shows secrets either; the full config is read only to keep what was left empty
+or still masked when the form is saved."""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from console.messages import StorageTested
 from console.screens.base import ViewScreen
 from console.screens.dialogs import ConfirmScreen, FormField, FormScreen
 from console.widgets.keyed_table import CellSpec, KeyedTable, cell
+from plane import secrets
 
 __all__ = ["StorageScreen", "STORAGE_COLUMNS", "storage_row", "storage_form_fields", "storage_params"]
 
@@ -26,7 +32,12 @@ TEST_OBJECTS_SHOWN = 12
 
 
 def storage_row(cfg: dict[str, Any]) -> tuple[CellSpec, ...]:
-    where = cfg.get("endpoint_url") or ("AWS S3" if cfg.get("type") == "s3" else cfg.get("path", ""))
+    """One table row from a masked config (masked again here: a row never shows a secret)."""
+    typ = str(cfg.get("type", ""))
+    cfg = {k: v if k in ("key", "type") or (isinstance(v, str) and v.startswith(secrets.MASK))
+           else secrets.mask_value(k, v, typ) for k, v in cfg.items()}
+    where = (cfg.get("endpoint_url") or cfg.get("url")
+             or ("AWS S3" if cfg.get("type") == "s3" else cfg.get("path") or cfg.get("name", "")))
     return (
         cell(cfg["key"]),
         cell(cfg.get("type", "")),
@@ -71,6 +82,15 @@ def storage_params(values: dict[str, Any],
         for name in ("access_key_id", "secret_access_key"):
             if not params[name]:
                 params[name] = current_secret.get(name, "")
+        # the form was filled with the masked endpoint (``http://****@host``): unchanged, keep the real one
+        current_url = str(current_secret.get("endpoint_url") or "")
+        if current_url and params["endpoint_url"] == secrets.mask_url(current_url):
+            params["endpoint_url"] = current_url
+        for ref in ("access_key_id_env", "access_key_id_file", "secret_access_key_env", "secret_access_key_file"):
+            name = ref.rsplit("_", 1)[0]
+            if current_secret.get(ref) and not (values.get(name) or "").strip():
+                params[ref] = current_secret[ref]  # the pods read it themselves: keep the reference
+                params.pop(name, None)
     return key, typ, params
 
 
@@ -191,7 +211,7 @@ class StorageScreen(ViewScreen):
         text = Text()
         text.append("✓ " if res.ok else "✗ ", style="bold green" if res.ok else "bold red")
         text.append(f"{message.key}: ", style="bold")
-        text.append(res.message)
+        text.append(secrets.redact_text(res.message))  # redacted by plane.storage already; never trust a message
         for obj in res.objects[:TEST_OBJECTS_SHOWN]:
             text.append(f"\n  {obj}")
         if len(res.objects) > TEST_OBJECTS_SHOWN:

@@ -1,4 +1,8 @@
-"""Storage: the storage configs (secrets masked), adding S3/MinIO or local ones, testing them."""
+"""Storage: the storage configs (secrets masked), adding S3/MinIO or local ones, testing them.
+
+The table shows ``PlaneClient.list_storage()`` (``StorageConfig.masked()``: secrets reduced to a
+hint, URLs without userinfo); test results are redacted by plane.storage. Secrets typed into
+the form go to ``set_storage`` only and are never shown back."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import streamlit as st
 
 from dashboard import state
 from dashboard.ui import errors_shown
+from plane import secrets
 
 st.title("Storage")
 client = state.require_client()
@@ -65,12 +70,13 @@ with right:
         if a.button("Test", type="primary", key="st_test"):
             with st.spinner("listing objects…"):
                 res = client.test_storage(tkey, path=tpath.strip())
+            message = secrets.redact_text(res.message)  # redacted by plane.storage already
             if res.ok:
-                st.success(res.message)
+                st.success(message)
                 if res.objects:
                     st.code("\n".join(res.objects), language=None)
             else:
-                st.error(res.message)
+                st.error(message)
         if b.button("Remove", key="st_remove"):
             with errors_shown("removing failed"):
                 client.remove_storage(tkey)

@@ -31,8 +31,9 @@ import grpc
 from plane import operations, placement, storage
 from plane.cache import CacheEntry, NoRoom, WeightedLRU
 from plane.pod.errors import MeshError, Purpose, q
-from plane.records import CopyInfo, CopyState, EtcdUnavailable, Event, FailureInfo, ModelRecord, RegistryError, now_ms
-from plane.runtime import ModelLoadError, ModelSession, load_session
+from plane.pod.load_errors import TooBig, load_error
+from plane.records import CopyInfo, CopyState, Event, FailureInfo, ModelRecord, RegistryError, now_ms
+from plane.runtime import ModelSession, load_session
 from plane.settings import format_age, format_size
 
 __all__ = ["Copies"]
@@ -72,6 +73,7 @@ class Copies:
         self._since: dict[str, int] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._load_sem = asyncio.Semaphore(max(1, settings.max_concurrent_loads))
+        self._cache_fault_told: str | None = None  # the disk-cache fault last reported in an event
 
     # -- the local truth ---------------------------------------------------------------------------
 
@@ -198,15 +200,12 @@ class Copies:
                     self._begin(model_id, rec, predicted, purpose)
                     await self.sync(model_id)
                     await self.event(Event("load", model=model_id, size=predicted, reason=f"{rec.key}:{rec.path}"))
-                    path, source = await asyncio.to_thread(storage.fetch_model_file, cfg, rec.path,
-                                                           self.disk_cache, head)
-                    sess = await asyncio.to_thread(self.loader, model_id, path,
-                                                   intra_threads=self.settings.intra_threads, source=source)
+                    sess = await self._fetch_and_load(model_id, rec, cfg, head)
             if model_id not in self.cache:
                 raise MeshError(grpc.StatusCode.NOT_FOUND, f"model {q(model_id)} was unregistered while loading")
             self._admit(model_id, sess, purpose)
         except BaseException as exc:
-            err = self._load_error(model_id, exc)
+            err = load_error(model_id, self.pod_id, exc, timeout_s=self.settings.load_timeout_s)
             await self._fail(model_id, err, sess)
             if not fut.done():
                 fut.set_exception(err)
@@ -238,6 +237,25 @@ class Copies:
         log.info("loaded %s (%d bytes, from %s, %.0f ms)", model_id, sess.size, sess.source, ms)
         self.tasks.pop(model_id, None)
 
+    async def _fetch_and_load(self, model_id: str, rec: ModelRecord, cfg: Any, head: Any) -> ModelSession:
+        """The model's file from storage (through the disk cache), then a session of it. A disk
+        cache that cannot be written is passed by (a warning event, once per fault)."""
+        warnings: list[str] = []
+        path, source = await asyncio.to_thread(storage.fetch_model_file, cfg, rec.path, self.disk_cache, head,
+                                               warnings.append)
+        try:
+            return await asyncio.to_thread(self.loader, model_id, path, intra_threads=self.settings.intra_threads,
+                                           source=source)
+        finally:
+            storage.release_model_file(path)  # a scratch download only; cache entries stay
+            fault = self.disk_cache.fault
+            if warnings and fault != self._cache_fault_told:
+                self._cache_fault_told = fault
+                log.warning("%s", warnings[0])
+                await self.event(Event("pod", model=model_id, reason=warnings[0]))
+            elif not fault:
+                self._cache_fault_told = None
+
     async def _prepare(self, model_id: str) -> tuple[ModelRecord, Any, Any, int]:
         rec = await self._record(model_id)
         cfg = self.view.storage.get(rec.key)
@@ -259,7 +277,7 @@ class Copies:
         else:
             file_size = await asyncio.to_thread(storage.object_size, cfg, rec.path)
         if file_size > self.cache.capacity:  # its weights alone cannot fit: fail before loading
-            raise _TooBig(file_size, self.cache.capacity, "its file")
+            raise TooBig(file_size, self.cache.capacity, "its file")
         return rec, cfg, head, placement.predict_size(file_size, self.settings.size_multiplier)
 
     def _begin(self, model_id: str, rec: ModelRecord, predicted: int, purpose: str) -> None:
@@ -277,7 +295,7 @@ class Copies:
     def _admit(self, model_id: str, sess: ModelSession, purpose: str) -> None:
         """LOADING -> LOADED, charging the measured size; a copy that cannot fit is refused."""
         if sess.size > self.cache.capacity:
-            raise _TooBig(sess.size, self.cache.capacity, "measured")
+            raise TooBig(sess.size, self.cache.capacity, "measured")
         self.cache.resize(model_id, sess.size)
         if self.cache.used > self.cache.capacity:
             if purpose != Purpose.REQUEST:
@@ -320,31 +338,6 @@ class Copies:
             log.warning("%s", err.message)
         else:
             await self.sync(model_id)
-
-    def _load_error(self, model_id: str, exc: BaseException) -> MeshError:
-        if isinstance(exc, _TooBig):
-            return MeshError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                             f"cannot load {model_id} on {self.pod_id}: needs {format_size(exc.needs)} "
-                             f"({exc.what}), capacity {format_size(exc.capacity)}", load_failed=True,
-                             needs=exc.needs, capacity=exc.capacity)
-        if isinstance(exc, MeshError):
-            return exc
-        if isinstance(exc, TimeoutError):
-            return MeshError(grpc.StatusCode.UNAVAILABLE,
-                             f"loading {model_id} on {self.pod_id} timed out after {self.settings.load_timeout_s:.0f}s",
-                             load_failed=True)
-        if isinstance(exc, NoRoom):
-            return MeshError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"cannot load {model_id} on {self.pod_id}: {exc}")
-        if isinstance(exc, ModelLoadError | storage.StorageError):
-            return MeshError(grpc.StatusCode.INTERNAL, f"loading {model_id} failed on {self.pod_id}: {exc}",
-                             load_failed=True)
-        if isinstance(exc, EtcdUnavailable):
-            return MeshError(grpc.StatusCode.UNAVAILABLE, f"registry unavailable while loading {model_id}: {exc}")
-        if isinstance(exc, asyncio.CancelledError):
-            return MeshError(grpc.StatusCode.CANCELLED, f"loading {model_id} was cancelled")
-        log.exception("unexpected load error for %s", model_id)
-        return MeshError(grpc.StatusCode.INTERNAL, f"loading {model_id} failed on {self.pod_id}: "
-                         f"{type(exc).__name__}: {exc}", load_failed=True)
 
     # -- evicting and unloading --------------------------------------------------------------------
 
@@ -402,9 +395,3 @@ class Copies:
         await self.sync(model_id)
         await self.event(Event("unload", model=model_id, size=entry.size, reason=reason))
         return True
-
-
-class _TooBig(Exception):
-    def __init__(self, needs: int, capacity: int, what: str):
-        super().__init__(f"needs {needs} bytes ({what}), capacity {capacity}")
-        self.needs, self.capacity, self.what = needs, capacity, what

@@ -28,7 +28,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from plane import metrics, operations, placement, tls
+from plane import metrics, operations, placement, secrets, tls
 from plane.pod.accounting import Usage
 from plane.pod.calls import CallReader
 from plane.pod.copies import Copies
@@ -296,6 +296,7 @@ async def serve(settings: MeshSettings) -> None:
 def main() -> None:
     logging.basicConfig(level=os.environ.get("MESH_LOG_LEVEL", "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    secrets.install_log_filter()  # URL userinfo and secret values never reach the log
     try:
         asyncio.run(serve(MeshSettings()))
     except RegistryError as exc:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as tc
 
-from plane import local
+from plane import local, storage
 from plane.api import PlaneClient
 from plane.demo import sample_input
 from plane.settings import MeshSettings
@@ -114,10 +114,13 @@ def test_load_failure_on_one_pod_is_recovered_on_another(mesh, model_dir, s3_ser
     model_id = uid("s3fail")
     client.register_model(model_id, path="mesh/tiny.onnx", storage_key="s3m")
     broken = lp.pods[1]
-    # A real fault: this pod's local disk cache is gone and a file sits where its folder was.
-    cache_dir = settings.resolved_disk_cache_dir() / broken.pod_id
-    shutil.rmtree(cache_dir)
-    cache_dir.write_text("not a directory")
+    # A real fault: this pod's disk cache holds a corrupt copy of the file (a bad disk), so this
+    # pod's load fails while the other pods fetch the object from S3 and load it.
+    cfg = client.get_storage("s3m")
+    head = storage.s3_head(cfg, "mesh/tiny.onnx")
+    cache = storage.DiskCache(settings.resolved_disk_cache_dir() / broken.pod_id, settings.disk_cache_bytes)
+    ident = f"s3m\0mesh/tiny.onnx\0{head.get('ETag', '')}\0{head.get('ContentLength', 0)}"
+    entry = cache.put(ident, lambda tmp: tmp.write_bytes(b"\x08corrupt model bytes"))
     try:
         with pytest.raises(Exception):  # noqa: B017 - the hop pins the load to the broken pod
             load_on(broken.endpoint, model_id)
@@ -135,8 +138,7 @@ def test_load_failure_on_one_pod_is_recovered_on_another(mesh, model_dir, s3_ser
         kinds = [(e.kind, e.pod) for e in client.events(limit=0) if e.model == model_id]
         assert ("load-failed", broken.pod_id) in kinds
     finally:
-        cache_dir.unlink()
-        cache_dir.mkdir()
+        entry.unlink(missing_ok=True)
 
 
 def test_hot_model_gets_another_copy(mesh, model_dir):
@@ -217,3 +219,29 @@ def test_sigkill_fails_at_most_the_requests_in_flight(mesh, model_dir):
     wait_for(lambda: victim.pod_id not in {p.pod_id for p in client.pods()}, 20, "the lease to expire")
     wait_for(lambda: victim.pod_id not in client.get_model(model_id).copies, 20, "the dead copy to be purged")
     assert client.get_model(model_id).loaded_on()
+
+
+def test_an_unwritable_disk_cache_is_passed_by_with_a_warning(mesh, model_dir, s3_server):
+    lp, settings, client = mesh
+    s3_server["client"].put_object(Bucket="models", Key="mesh/tiny2.onnx",
+                                   Body=(model_dir / "tiny" / "model.onnx").read_bytes())
+    client.set_storage("s3w", "s3", {"endpoint_url": s3_server["endpoint_url"],
+                                     "access_key_id": s3_server["access_key_id"],
+                                     "secret_access_key": s3_server["secret_access_key"], "bucket": "models"})
+    model_id = uid("nocache")
+    client.register_model(model_id, path="mesh/tiny2.onnx", storage_key="s3w")
+    pod = lp.pods[3]
+    cache_dir = settings.resolved_disk_cache_dir() / pod.pod_id
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    cache_dir.write_text("a file where the cache folder was")  # fails even for root
+    try:
+        load_on(pod.endpoint, model_id)  # served: the file came straight from S3
+        assert client.get_model(model_id).loaded_on() == [pod.pod_id]
+        warned = wait_for(lambda: [e for e in client.events(limit=0) if e.kind == "pod" and e.model == model_id],
+                          what="a warning event")
+        assert "disk cache" in warned[0].reason and warned[0].pod == pod.pod_id
+        loaded = [e for e in client.events(limit=0) if e.kind == "loaded" and e.model == model_id]
+        assert "disk cache unavailable" in loaded[0].reason
+    finally:
+        cache_dir.unlink()
+        cache_dir.mkdir()

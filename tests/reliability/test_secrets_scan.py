@@ -1,7 +1,8 @@
-"""A realistic operator session with a known S3 secret, then a search for that secret in
-everything the session produced: pod logs, the etcd event records (and every other key of the
-plane), the CLI's stdout/stderr, and ``PlaneClient.list_storage()``. The secret may appear only
-in the storage records themselves.
+"""A realistic operator session with a known S3 secret, then a search for that secret (and for
+the access key id, which botocore's DEBUG records carry in ``Credential=``) in everything the
+session produced: pod logs, the etcd event records (and every other key of the plane), the
+CLI's stdout/stderr, and ``PlaneClient.list_storage()``. They may appear only in the storage
+records themselves. test_secrets_everywhere.py does the same for every storage type.
 
 Pods run with ``MESH_LOG_LEVEL=DEBUG`` so that a secret logged at debug level is caught too;
 the session includes failure paths (an unreachable endpoint, a wrong object path), where
@@ -29,13 +30,14 @@ def windows(secret: str, width: int = 10) -> list[str]:
     return [secret[i : i + width] for i in range(len(secret) - width + 1)]
 
 
-def leaks(text: str, secret: str) -> list[str]:
-    return [w for w in windows(secret) if w in text]
+def leaks(text: str, *secrets: str) -> list[str]:
+    return [w for secret in secrets for w in windows(secret) if w in text]
 
 
 def test_secret_never_leaks(s3_server, rel_models, etcd_endpoint, tmp_path, monkeypatch):
     secret = s3_server["secret_access_key"]
-    assert len(secret) >= 20
+    key_id = s3_server["access_key_id"]
+    assert len(secret) >= 20 and len(key_id) >= 16
     s3 = s3_server["client"]
     obj = f"secrets/{uid('tiny')}.onnx"
     s3.put_object(Bucket="models", Key=obj, Body=(rel_models / "tiny" / "model.onnx").read_bytes())
@@ -99,30 +101,30 @@ def test_secret_never_leaks(s3_server, rel_models, etcd_endpoint, tmp_path, monk
         found: list[str] = []
         for cmd, out, err in outputs:
             for where, text in (("stdout", out), ("stderr", err)):
-                if leaks(text, secret):
+                if leaks(text, secret, key_id):
                     found.append(f"CLI `mesh {cmd}` {where}")
         logs = plane.logs()
         assert set(logs) == {"pod-0.log", "pod-1.log"} and all(logs.values())
         for name, text in logs.items():
-            if leaks(text, secret):
+            if leaks(text, secret, key_id):
                 found.append(f"pod log {name}")
-        if leaks(json.dumps(listed), secret) or leaks(repr(listed), secret):
+        if leaks(json.dumps(listed), secret, key_id) or leaks(repr(listed), secret, key_id):
             found.append("PlaneClient.list_storage()")
-        if leaks(repr(overview), secret):
+        if leaks(repr(overview), secret, key_id):
             found.append("PlaneClient.overview()")
         reg = plane.client.registry
         tables, _ = plane.client.run_async(reg.snapshot_with_revision())
         holders = []
         for table, rows in tables.items():
             for name, value in rows:
-                if leaks(value.decode(errors="replace"), secret) or leaks(name, secret):
+                if leaks(value.decode(errors="replace"), secret, key_id) or leaks(name, secret, key_id):
                     holders.append(f"{table}/{name}")
         assert sorted(holders) == ["storage/s3dead", "storage/s3sec"], holders
         events = plane.client.run_async(reg.list_raw("events"))  # snapshots leave the event log out
         assert events, "no event records to scan"
         for name, value, _ in events:
-            if leaks(value.decode(errors="replace"), secret) or leaks(name, secret):
+            if leaks(value.decode(errors="replace"), secret, key_id) or leaks(name, secret, key_id):
                 found.append(f"event {name}")
-        assert found == [], f"the S3 secret leaked into: {found}"
+        assert found == [], f"the S3 secret or access key id leaked into: {found}"
         # and the masked form is what operators see
         assert any(c.get("secret_access_key", "").startswith("****") for c in listed)
