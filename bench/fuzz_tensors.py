@@ -6,25 +6,37 @@ What it checks, for every input the fuzzer makes:
   exception (IndexError, struct.error, numpy errors, MemoryError, ...) is a crash;
 * a returned array has exactly the request's shape, the datatype's numpy dtype, native byte
   order and C-contiguous layout; a BYTES array holds only ``str`` (utf8) or ``bytes`` items;
-* with a model signature (``specs``) given, success means every input matched it.
+* the limits hold: no input has more than ``max_elements`` elements, and the request's arrays
+  hold no more than ``max_bytes`` (their ``nbytes``, and the decoder's own charge: BYTES data +
+  64 bytes an element), with ``max_bytes`` drawn per input from 0 bytes to 1 MiB;
+* what was decoded is exactly what was sent: a numeric raw blob is ``count x itemsize`` bytes,
+  a BYTES blob re-framed from the decoded elements is the blob (every prefix in bounds, the
+  element count equal to the shape, no trailing bytes), typed contents have ``count`` values;
+* with a model signature (``specs``) given, success means every input matched it (an
+  ``any_rank`` spec matches any shape);
+* :func:`plane.tensors.request_payload_bytes` returns a non-negative int for any request.
 
 Inputs come two ways, chosen by the first byte: the rest is parsed as a serialized
 ``ModelInferRequest`` (what arrives on the wire), or it drives a ``FuzzedDataProvider`` that
-builds a structured request (names, datatypes, shapes, raw blobs or typed contents) so that
-the fuzzer reaches the deep paths quickly.
+builds a structured request (names, datatypes, shapes up to 2**63 - 1, raw blobs or typed
+contents; BYTES blobs framed, cut, padded, with lying or all-equal prefixes, long or non-ASCII
+or invalid UTF-8 elements) so that the fuzzer reaches the deep paths quickly.
 
-Run (not part of CI)::
+Run (not part of CI; atheris is not a project dependency, so install it beside the venv)::
 
-    /work/venv/bin/uv pip install --python /work/venv/bin/python atheris
+    .venv/bin/python -m pip install --target /tmp/atheris-site atheris
     mkdir -p /tmp/fuzz-corpus
-    python bench/fuzz_tensors.py /tmp/fuzz-corpus -max_total_time=120 -rss_limit_mb=2048 -timeout=10
+    PYTHONPATH=/tmp/atheris-site:. .venv/bin/python bench/fuzz_tensors.py /tmp/fuzz-corpus \
+        -max_total_time=120 -rss_limit_mb=2048 -timeout=10
+
+``-rss_limit_mb`` and ``-timeout`` make an unbounded allocation or a slow path a crash too.
 
 Any libFuzzer flag works (``-runs=N``, ``-jobs=N``, ``-dict=...``). A crash writes
 ``crash-<sha1>`` in the working directory; replay it with
 ``python bench/fuzz_tensors.py crash-<sha1>``. Without atheris installed, ``--smoke N`` runs N
 random inputs through the same checks (no coverage guidance)::
 
-    python bench/fuzz_tensors.py --smoke 20000
+    .venv/bin/python bench/fuzz_tensors.py --smoke 20000
 """
 
 from __future__ import annotations
@@ -49,17 +61,21 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from plane.proto import inference_pb2 as pb
+from plane.tensor_wire import _CONTENT_FIELD, BYTES_ITEM_COST
 
 MAX_ELEMENTS = 1 << 16  # keeps every run small: decode must refuse anything bigger with TensorError
-DATATYPES = list(tensors.DATATYPES) + ["", "FP8", "fp32", "STRING", "INT128"]
+MAX_BYTES = [1 << 20, 4096, 256, 0]  # chosen by the mode byte
+DATATYPES = list(tensors.DATATYPES) + ["BYTES"] * 4 + ["", "FP8", "fp32", "STRING", "INT128"]
 FIELDS = ["bool_contents", "int_contents", "int64_contents", "uint_contents", "uint64_contents",
           "fp32_contents", "fp64_contents", "bytes_contents"]
-DIMS = [0, 1, 2, 3, 4, 7, 16, -1, -2, 1 << 16, 1 << 31, 1 << 62, (1 << 63) - 1, -(1 << 63)]
+DIMS = [0, 1, 2, 3, 4, 7, 16, -1, -2, 1 << 16, 1 << 26, 1 << 31, 1 << 62, (1 << 63) - 1, -(1 << 63)]
 SPECS = {
     "x": tensors.TensorSpec("x", "FP32", [-1, 4]),
     "s": tensors.TensorSpec("s", "BYTES", [-1]),
     "b": tensors.TensorSpec("b", "BOOL", [2, -1]),
+    "u": tensors.TensorSpec("u", "INT64", [-1], any_rank=True),
 }
+ITEMS = [b"", b"a", "é".encode(), b"\xff", b"\xc3", b"\xed\xa0\x80", b"\0\0\0\0", b"x" * 130, "€".encode() * 50]
 
 
 class _Rng:
@@ -93,38 +109,62 @@ def _frame(items: list[bytes]) -> bytes:
     return b"".join(struct.pack("<I", len(i)) + i for i in items)
 
 
+def _bytes_blob(rng: _Rng, count: int) -> bytes:
+    """A BYTES blob for ``count`` elements, right or wrong in one of several ways."""
+    kind = rng.int(0, 5)
+    n = min(count, 64)
+    if kind == 0:  # right count, mixed elements (long ones have prefix bytes >= 0x80)
+        return _frame([rng.pick(ITEMS) if rng.int(0, 1) else rng.bytes(8) for _ in range(n)])
+    if kind == 1:  # all prefixes equal (the vectorised path), maybe one byte off
+        item = rng.pick(ITEMS)
+        return _frame([item] * n) + b"\0" * rng.int(0, 1)
+    if kind == 2:  # a prefix claiming more than is there
+        return struct.pack("<I", rng.pick([1, 9, 1 << 20, 2**32 - 1])) + rng.bytes(8)
+    if kind == 3:  # few bytes for a huge element count
+        return b"\0" * rng.int(0, 12)
+    blob = _frame([rng.bytes(8) for _ in range(rng.int(0, 6))])
+    return blob[: rng.int(0, len(blob))] if kind == 4 else blob + rng.bytes(3)
+
+
+def _count(shape) -> int:
+    count = 1
+    for d in shape:
+        count *= max(d, 0)
+    return count
+
+
 def build_request(rng: _Rng) -> pb.ModelInferRequest:
     req = pb.ModelInferRequest(model_name="m")
+    if rng.int(0, 3) == 0:  # one BYTES input "s", a plausible shape: the framing paths in depth
+        shape = [rng.int(0, 70)] if rng.int(0, 3) else [rng.int(0, 5), rng.int(0, 5)]
+        req.inputs.add(name="s", datatype="BYTES", shape=shape)
+        req.raw_input_contents.append(_bytes_blob(rng, _count(shape)))
+        return req
     n = rng.int(0, 3)
     use_raw = rng.int(0, 1) == 1
     for i in range(n):
-        name = rng.pick(["x", "s", "b", f"in{i}", "", "x"])
+        name = rng.pick(["x", "s", "b", "u", f"in{i}", "", "x", "n" * 300])
         datatype = rng.pick(DATATYPES)
         shape = [rng.pick(DIMS) for _ in range(rng.int(0, 4))]
         inp = req.inputs.add(name=name, datatype=datatype, shape=shape)
         if use_raw:
             if rng.int(0, 9):  # sometimes leave a blob out
-                kind = rng.int(0, 3)
+                kind = 1 if datatype == "BYTES" and rng.int(0, 1) else rng.int(0, 3)
                 if kind == 0:
-                    count = 1
-                    for d in shape:
-                        count *= max(d, 0)
                     size = tensors.DATATYPES[datatype].itemsize if datatype in tensors.DATATYPES else 1
-                    req.raw_input_contents.append(b"\x01" * min(count * size, 4096))
+                    req.raw_input_contents.append(b"\x01" * min(_count(shape) * size, 4096))
                 elif kind == 1:
-                    items = [rng.bytes(8) for _ in range(rng.int(0, 6))]
-                    blob = _frame(items)
-                    req.raw_input_contents.append(blob[: rng.int(0, len(blob))])
+                    req.raw_input_contents.append(_bytes_blob(rng, _count(shape)))
                 else:
                     req.raw_input_contents.append(rng.bytes(256))
             if rng.int(0, 15) == 0:  # sometimes mix in typed contents
                 inp.contents.fp32_contents.append(1.0)
         else:
             field = rng.pick(FIELDS)
-            count = rng.int(0, 40)
+            count = min(_count(shape), 40) if rng.int(0, 1) else rng.int(0, 40)
             target = getattr(inp.contents, field)
             if field == "bytes_contents":
-                target.extend(rng.bytes(6) for _ in range(count))
+                target.extend(rng.pick(ITEMS) if rng.int(0, 1) else rng.bytes(6) for _ in range(count))
             elif field == "bool_contents":
                 target.extend(bool(rng.int(0, 1)) for _ in range(count))
             elif field in ("fp32_contents", "fp64_contents"):
@@ -140,17 +180,43 @@ def build_request(rng: _Rng) -> pb.ModelInferRequest:
     return req
 
 
-def check(req: pb.ModelInferRequest, specs, utf8: bool) -> None:
+def _cost(datatype: str, arr: np.ndarray) -> int:
+    if datatype != "BYTES":
+        return arr.nbytes
+    data = sum(len(v.encode() if isinstance(v, str) else v) for v in arr.reshape(-1).tolist())
+    return arr.size * BYTES_ITEM_COST + data
+
+
+def check(req: pb.ModelInferRequest, specs, utf8: bool, max_bytes: int = 1 << 20) -> None:
+    estimate = tensors.request_payload_bytes(req)
+    if not isinstance(estimate, int) or estimate < 0:
+        raise AssertionError(f"request_payload_bytes gave {estimate!r}")
     try:
-        out = tensors.decode_inputs(req, specs, max_elements=MAX_ELEMENTS, utf8=utf8)
+        out = tensors.decode_inputs(req, specs, max_elements=MAX_ELEMENTS, max_bytes=max_bytes, utf8=utf8)
     except tensors.TensorError as exc:
-        if not str(exc):
-            raise AssertionError("TensorError without a message") from exc
+        if not str(exc) or len(str(exc)) > 1000:
+            raise AssertionError(f"TensorError message of {len(str(exc))} chars") from exc
         return
     if len(out) != len(req.inputs):
         raise AssertionError(f"{len(out)} arrays for {len(req.inputs)} inputs")
-    for inp in req.inputs:
+    if sum(a.nbytes for a in out.values()) > max_bytes:
+        raise AssertionError(f"arrays hold more than max_bytes={max_bytes}")
+    if sum(_cost(inp.datatype, out[inp.name]) for inp in req.inputs) > max_bytes:
+        raise AssertionError(f"decoded size over max_bytes={max_bytes}")
+    for idx, inp in enumerate(req.inputs):
         arr = out[inp.name]
+        if arr.size > max(MAX_ELEMENTS, 1):
+            raise AssertionError(f"{inp.name}: {arr.size} elements > max_elements")
+        if req.raw_input_contents:
+            blob = req.raw_input_contents[idx]
+            if inp.datatype == "BYTES":
+                items = [v.encode() if isinstance(v, str) else v for v in arr.reshape(-1).tolist()]
+                if _frame(items) != blob:
+                    raise AssertionError(f"{inp.name}: decoded BYTES do not re-frame to the blob")
+            elif arr.size * tensors.DATATYPES[inp.datatype].itemsize != len(blob):
+                raise AssertionError(f"{inp.name}: {len(blob)}-byte blob decoded to {arr.size} elements")
+        elif arr.size != len(getattr(inp.contents, _CONTENT_FIELD[inp.datatype])):
+            raise AssertionError(f"{inp.name}: typed values and decoded element count differ")
         if arr.shape != tuple(inp.shape):
             raise AssertionError(f"{inp.name}: shape {arr.shape} != {tuple(inp.shape)}")
         if arr.dtype != tensors.DATATYPES[inp.datatype]:
@@ -163,7 +229,8 @@ def check(req: pb.ModelInferRequest, specs, utf8: bool) -> None:
                 raise AssertionError(f"{inp.name}: BYTES items are not all {want.__name__}")
         if specs is not None:
             spec = specs[inp.name]
-            if spec.datatype != inp.datatype or len(spec.shape) != len(inp.shape):
+            rank_ok = spec.any_rank or len(spec.shape) == len(inp.shape)
+            if spec.datatype != inp.datatype or not rank_ok:
                 raise AssertionError(f"{inp.name}: accepted against spec {spec}")
 
 
@@ -173,6 +240,7 @@ def one_input(data: bytes, rnd: random.Random | None = None) -> None:
     mode = data[0] if data else rnd.randint(0, 255)
     specs = SPECS if mode & 2 else None
     utf8 = not (mode & 4)
+    max_bytes = MAX_BYTES[(mode >> 3) & 3]
     if mode & 1 and rnd is None:
         try:
             req = pb.ModelInferRequest.FromString(data[1:])
@@ -182,7 +250,7 @@ def one_input(data: bytes, rnd: random.Random | None = None) -> None:
         req = build_request(_Rng(data[1:], rnd))
         # through the wire, exactly as a server receives it
         req = pb.ModelInferRequest.FromString(req.SerializeToString())
-    check(req, specs, utf8)
+    check(req, specs, utf8, max_bytes)
 
 
 def smoke(n: int, seed: int = 0) -> None:

@@ -2,8 +2,17 @@
 
 This module sits on every inference request, so it is written for low per-call overhead:
 numeric raw tensors are turned into arrays with :func:`numpy.frombuffer` (no copy on
-little-endian hosts), typed contents are converted with one ``numpy.array`` call, and only
-``BYTES`` tensors are walked element by element.
+little-endian hosts), typed contents are converted with one ``numpy.fromiter`` call, and
+``BYTES`` tensors are built in one C-level pass after their framing has been validated.
+
+Decoding is bounded before anything is allocated: each input's element count (the product of
+its shape, computed with Python ints and capped as it grows) must fit ``max_elements`` and match
+the bytes actually present, and the decoded size of all inputs of a request must fit
+``max_bytes`` (numeric: ``count x itemsize``; BYTES: the element data plus 64 bytes an element
+for the object array's pointer and the Python object). A request that fails any of these costs
+no more than its own bytes. :func:`request_payload_bytes` estimates a request's size without
+touching its data, for a caller deciding whether to decode it off its event loop. Nothing here
+keeps state between calls, so decoding is safe on worker threads.
 
 Wire facts (see SPEC.md section 1):
 
@@ -35,22 +44,28 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from plane.tensor_wire import (
+    _CONTENT_FIELD,
     _LITTLE,
+    BYTES_ITEM_COST,
     DATATYPES,
     TensorError,
     _decode_raw,
     _decode_typed,
     _encode_bytes,
+    _q,
 )
 
 __all__ = [
+    "BYTES_ITEM_COST",
     "DATATYPES",
+    "DEFAULT_MAX_BYTES",
     "TensorError",
     "TensorSpec",
     "datatype_of",
     "decode_inputs",
     "encode_outputs",
     "onnx_type_to_datatype",
+    "request_payload_bytes",
     "specs_from_ort",
 ]
 
@@ -88,15 +103,24 @@ _DTYPE_TO_DATATYPE: dict[tuple[str, int], str] = {
 
 _MAX_NAMES_SHOWN = 20
 _MAX_RANK = 32
+#: default of ``decode_inputs(max_bytes=...)``: the decoded size of one request's inputs
+DEFAULT_MAX_BYTES = 1 << 30
 
 
 @dataclass
 class TensorSpec:
-    """A model's declared input or output: V2 datatype and shape (-1 marks a dynamic dim)."""
+    """A model's declared input or output: V2 datatype and shape (-1 marks a dynamic dim).
+
+    ``any_rank`` marks a tensor declared with no shape at all (ONNX allows it; onnxruntime then
+    runs any shape). KServe V2 metadata cannot say "unknown rank", so such a spec carries
+    ``shape=[-1]`` -- what ModelMetadata reports, as Triton reports dynamic dims -- and
+    :func:`decode_inputs` accepts an input of any shape for it.
+    """
 
     name: str
     datatype: str
     shape: list[int] = field(default_factory=list)
+    any_rank: bool = False
 
 
 def onnx_type_to_datatype(onnx_type: str) -> str:
@@ -107,19 +131,21 @@ def onnx_type_to_datatype(onnx_type: str) -> str:
         raise TensorError(f"ONNX type {onnx_type!r} has no KServe V2 datatype") from None
 
 
-def specs_from_ort(node_args) -> dict[str, TensorSpec]:
+def specs_from_ort(node_args, unranked=()) -> dict[str, TensorSpec]:
     """TensorSpecs from onnxruntime ``NodeArg``s (``session.get_inputs()`` / ``get_outputs()``).
 
-    Symbolic or unknown dims (``None`` or a name such as ``"batch"``) become -1.
+    Symbolic or unknown dims (``None`` or a name such as ``"batch"``) become -1. onnxruntime
+    reports ``[]`` both for a scalar and for a tensor declared with no shape; the names in
+    ``unranked`` are the latter and get ``any_rank`` specs (``plane.runtime`` reads which from
+    the model file).
     """
-    return {
-        arg.name: TensorSpec(
-            arg.name,
-            onnx_type_to_datatype(arg.type),
-            [d if isinstance(d, int) and d >= 0 else -1 for d in (arg.shape or [])],
-        )
-        for arg in node_args
-    }
+    return {arg.name: _spec_from_ort(arg, onnx_type_to_datatype(arg.type), unranked) for arg in node_args}
+
+
+def _spec_from_ort(arg, datatype: str, unranked=()) -> TensorSpec:
+    if not arg.shape and arg.name in unranked:
+        return TensorSpec(arg.name, datatype, [-1], any_rank=True)
+    return TensorSpec(arg.name, datatype, [d if isinstance(d, int) and d >= 0 else -1 for d in (arg.shape or [])])
 
 
 def datatype_of(array) -> str:
@@ -138,44 +164,75 @@ def datatype_of(array) -> str:
 
 def _names(names) -> str:
     names = sorted(names)
-    shown = ", ".join(repr(n) for n in names[:_MAX_NAMES_SHOWN])
+    shown = ", ".join(_q(n) for n in names[:_MAX_NAMES_SHOWN])
     if len(names) > _MAX_NAMES_SHOWN:
         shown += f", ... ({len(names)} in all)"
     return shown or "none"
 
 
 def _element_count(name: str, shape, max_elements: int) -> int:
+    """The product of ``shape``: Python ints, every dim checked, and capped as it grows (the
+    product of the non-zero dims may not pass ``max_elements``), so it never gets big."""
     if len(shape) > _MAX_RANK:
-        raise TensorError(f"input {name!r}: rank {len(shape)} exceeds the limit of {_MAX_RANK}")
+        raise TensorError(f"input {_q(name)}: rank {len(shape)} exceeds the limit of {_MAX_RANK}")
     count = 1
     extent = 1  # product of the non-zero dims, bounded so that reshape can never overflow
     for dim in shape:
         if dim < 0:
-            raise TensorError(f"input {name!r}: shape {list(shape)} has a negative dimension")
+            raise TensorError(f"input {_q(name)}: shape {list(shape)} has a negative dimension")
         count *= dim
         if dim:
             extent *= dim
         if extent > max_elements:
             raise TensorError(
-                f"input {name!r}: shape {list(shape)} exceeds the limit of {max_elements} elements"
+                f"input {_q(name)}: shape {list(shape)} exceeds the limit of {max_elements} elements"
             )
     return count
 
 
 def _check_spec(name: str, datatype: str, shape, spec: TensorSpec) -> None:
     if spec.datatype != datatype:
-        raise TensorError(f"input {name!r}: datatype {datatype} does not match the model's {spec.datatype}")
+        raise TensorError(f"input {_q(name)}: datatype {datatype} does not match the model's {spec.datatype}")
+    if spec.any_rank:
+        return
     if len(shape) != len(spec.shape):
         raise TensorError(
-            f"input {name!r}: shape {list(shape)} has rank {len(shape)}, "
+            f"input {_q(name)}: shape {list(shape)} has rank {len(shape)}, "
             f"the model expects rank {len(spec.shape)} {list(spec.shape)}"
         )
     for i, (got, want) in enumerate(zip(shape, spec.shape, strict=True)):
         if want is not None and want >= 0 and got != want:
             raise TensorError(
-                f"input {name!r}: dimension {i} is {got}, the model expects {want} "
+                f"input {_q(name)}: dimension {i} is {got}, the model expects {want} "
                 f"(shape {list(spec.shape)}, -1 = any)"
             )
+
+
+def request_payload_bytes(request) -> int:
+    """About how many bytes a ``ModelInferRequest``'s tensors decode to, without touching their
+    data: a caller's cue to decode and run the request off its event loop (above ~1 MB).
+
+    Declared sizes only, as :func:`decode_inputs` charges them: a numeric input's element count
+    x itemsize (typed contents: the values present; raw: what the shape needs -- the decoder
+    refuses any other blob size); a BYTES input's element count x 64 (typed: the values present).
+    The data is not read because with protobuf's upb backend every read of a bytes field copies
+    it (``len(request.raw_input_contents[0])`` copies the blob: ~50 ms for 60 MB). The blind
+    spot is a few huge BYTES elements; a caller that has the serialized size (its deserializer
+    sees it) should use ``max(that, this)``. Invalid shapes count as large.
+    """
+    use_raw = len(request.raw_input_contents) > 0
+    total = 0
+    for inp in request.inputs:
+        datatype = inp.datatype
+        item = BYTES_ITEM_COST if datatype == "BYTES" else getattr(DATATYPES.get(datatype), "itemsize", 8)
+        if not use_raw and datatype in _CONTENT_FIELD:
+            total += len(getattr(inp.contents, _CONTENT_FIELD[datatype])) * item
+            continue
+        count = 1
+        for dim in inp.shape:
+            count = min(count * dim, 1 << 40) if dim >= 0 else 1 << 40
+        total += count * item
+    return total
 
 
 def decode_inputs(
@@ -183,13 +240,17 @@ def decode_inputs(
     specs: Mapping[str, TensorSpec] | None = None,
     *,
     max_elements: int = 1 << 28,
+    max_bytes: int = DEFAULT_MAX_BYTES,
     utf8: bool = True,
 ) -> dict[str, np.ndarray]:
     """Decode a ``ModelInferRequest``'s inputs into native-endian, C-contiguous numpy arrays.
 
     ``specs`` (input name -> :class:`TensorSpec`), when given, is the model's input signature:
     unknown or missing inputs, datatype mismatches and shape mismatches against non-dynamic
-    dims are rejected. ``max_elements`` bounds the element count of any single input.
+    dims are rejected (an ``any_rank`` spec takes any shape). ``max_elements`` bounds the
+    element count of any single input; ``max_bytes`` the decoded size of all inputs together
+    (numeric: ``count x itemsize``; BYTES: data + 64 bytes an element). Both are checked, and
+    the element count against the bytes present, before anything is allocated for an input.
 
     BYTES inputs become 1-D-then-reshaped object arrays; with ``utf8`` (the default) their
     elements are decoded to ``str`` (onnxruntime's ``tensor(string)`` needs ``str``; it would
@@ -206,34 +267,38 @@ def decode_inputs(
     if use_raw and n_raw != n_inputs:
         raise TensorError(f"raw_input_contents has {n_raw} entries but the request has {n_inputs} inputs")
     result: dict[str, np.ndarray] = {}
+    used = 0
     for idx in range(n_inputs):
         inp = inputs[idx]
         name = inp.name
         if not name:
             raise TensorError(f"input #{idx} has no name")
         if name in result:
-            raise TensorError(f"input {name!r} appears more than once")
+            raise TensorError(f"input {_q(name)} appears more than once")
         datatype = inp.datatype
         if datatype not in DATATYPES:
             raise TensorError(
-                f"input {name!r}: unknown datatype {datatype!r} (expected one of {', '.join(DATATYPES)})"
+                f"input {_q(name)}: unknown datatype {_q(datatype)} (expected one of {', '.join(DATATYPES)})"
             )
         shape = inp.shape
+        if len(shape) > _MAX_RANK:
+            raise TensorError(f"input {_q(name)}: rank {len(shape)} exceeds the limit of {_MAX_RANK}")
         if specs is not None:
             spec = specs.get(name)
             if spec is None:
-                raise TensorError(f"unknown input {name!r}; the model expects {_names(specs)}")
+                raise TensorError(f"unknown input {_q(name)}; the model expects {_names(specs)}")
             _check_spec(name, datatype, shape, spec)
         count = _element_count(name, shape, max_elements)
         if use_raw:
             if inp.HasField("contents") and inp.contents.ListFields():
                 raise TensorError(
-                    f"input {name!r}: has typed contents while the request uses raw_input_contents; "
+                    f"input {_q(name)}: has typed contents while the request uses raw_input_contents; "
                     "send all inputs one way"
                 )
-            arr = _decode_raw(name, datatype, raw[idx], count, utf8)
+            arr, cost = _decode_raw(name, datatype, raw[idx], count, utf8, max_bytes - used)
         else:
-            arr = _decode_typed(name, datatype, inp.contents, count, utf8)
+            arr, cost = _decode_typed(name, datatype, inp.contents, count, utf8, max_bytes - used)
+        used += cost
         result[name] = arr.reshape(tuple(shape))
     if specs is not None and len(result) != len(specs):
         missing = [n for n in specs if n not in result]

@@ -119,9 +119,9 @@ class Router:
         model_id = self.resolve(name, call)
         sess = self.copies.sessions.get(model_id)
         if sess is not None:
-            return await self.server.serve(sess, parse_infer_request(raw))
+            return await self.server.serve_raw(sess, raw, parse_infer_request)
         if call.hop:
-            return await self.server.serve(await self.copies.ensure_local(model_id), parse_infer_request(raw))
+            return await self.server.serve_raw(await self.copies.ensure_local(model_id), raw, parse_infer_request)
         return await self.route(model_id, "ModelInfer", raw, call)
 
     async def infer(self, request: ipb.ModelInferRequest, call: Call = _NO_CALL) -> ipb.ModelInferResponse:
@@ -224,8 +224,9 @@ class Router:
                     continue  # another pod may load it (this one's failure is recorded)
                 self._pending_loader.pop(model_id, None)
                 if method == "ModelInfer":
-                    return await self.server.serve(sess, parse_infer_request(request) if type(request) is bytes
-                                                   else request)
+                    if type(request) is bytes:
+                        return await self.server.serve_raw(sess, request, parse_infer_request)
+                    return await self.server.serve(sess, request)
                 return metadata_response(sess)
             # A holder answers quickly or is suspect; a loader gets the time a load may take.
             cap = self.settings.hop_timeout_s if holders else self.settings.load_timeout_s + 5

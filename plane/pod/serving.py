@@ -22,9 +22,9 @@ from plane.pod.batching import Batcher, batchable
 from plane.pod.errors import MeshError
 from plane.proto import inference_pb2 as ipb
 from plane.runtime import ModelSession
-from plane.tensors import TensorError, decode_inputs, encode_outputs
+from plane.tensors import TensorError, decode_inputs, encode_outputs, request_payload_bytes
 
-__all__ = ["Server", "metadata_response", "payload_bytes", "INLINE_RUN_LIMIT_US"]
+__all__ = ["Server", "metadata_response", "INLINE_RUN_LIMIT_US"]
 
 log = logging.getLogger("mesh.pod.serving")
 
@@ -42,24 +42,6 @@ def _malloc_trim() -> Any:
 
 
 _TRIM = _malloc_trim()
-
-
-def payload_bytes(request: ipb.ModelInferRequest) -> int:
-    """About how many bytes a request's tensors hold, without decoding (or serialising: protobuf's
-    ByteSize costs ~100 ms on a 60 MB message): raw contents as sent, typed contents from the
-    declared shapes at 8 bytes an element (an upper bound the decoder enforces)."""
-    raw = request.raw_input_contents
-    if raw:
-        return sum(map(len, raw))
-    total = 0
-    for inp in request.inputs:
-        n = 8
-        for d in inp.shape:
-            n *= max(int(d), 0)
-            if n > 1 << 40:
-                break
-        total += n
-    return total
 
 
 def metadata_response(sess: ModelSession) -> ipb.ModelMetadataResponse:
@@ -80,6 +62,8 @@ class Server:
         self.metrics = metrics
         self.in_flight = 0
         self._max_elements = settings.max_message_bytes  # no tensor can hold more elements than bytes
+        # Decoded size of one request's inputs: BYTES elements cost more decoded than on the wire.
+        self._max_bytes = 4 * settings.max_message_bytes
         self._offload_bytes = settings.offload_request_bytes
         self._batch_max = settings.batch_max_size
         self._batch_delay_ms = settings.batch_max_delay_ms
@@ -95,7 +79,7 @@ class Server:
 
     async def compute_batched(self, sess: ModelSession, request: ipb.ModelInferRequest) -> ipb.ModelInferResponse:
         try:
-            inputs = decode_inputs(request, sess.inputs, max_elements=self._max_elements)
+            inputs = decode_inputs(request, sess.inputs, max_elements=self._max_elements, max_bytes=self._max_bytes)
             requested = [o.name for o in request.outputs] if request.outputs else None
             outputs = await self._batcher(sess).run(inputs, requested)
             response = ipb.ModelInferResponse(model_name=sess.model_id, id=request.id)
@@ -107,7 +91,7 @@ class Server:
     def compute(self, sess: ModelSession, request: ipb.ModelInferRequest) -> ipb.ModelInferResponse:
         """Decode, run, encode: no event loop needed (runs inline or on a worker thread)."""
         try:
-            inputs = decode_inputs(request, sess.inputs, max_elements=self._max_elements)
+            inputs = decode_inputs(request, sess.inputs, max_elements=self._max_elements, max_bytes=self._max_bytes)
             requested = [o.name for o in request.outputs] if request.outputs else None
             outputs = sess.run(inputs, requested)
             response = ipb.ModelInferResponse(model_name=sess.model_id, id=request.id)
@@ -116,14 +100,20 @@ class Server:
         except TensorError as exc:
             raise MeshError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from exc
 
-    def _compute_and_trim(self, sess: ModelSession, request: ipb.ModelInferRequest) -> ipb.ModelInferResponse:
+    async def serve_raw(self, sess: ModelSession, raw: bytes, parse: Any) -> ipb.ModelInferResponse | bytes:
+        """Serve a request given as the bytes received: a large one entirely on a worker thread."""
+        if len(raw) < self._offload_bytes:
+            return await self.serve(sess, parse(raw), wire_size=len(raw))
+        return await self._accounted(sess, asyncio.to_thread(self._compute_raw_with, sess, raw, parse))
+
+    def _compute_raw_with(self, sess: ModelSession, raw: bytes, parse: Any) -> bytes:
         try:
-            return self.compute(sess, request)
+            return self.compute(sess, parse(raw)).SerializeToString()
         finally:
             if _TRIM is not None:
                 _TRIM(0)
 
-    async def serve(self, sess: ModelSession, request: ipb.ModelInferRequest) -> ipb.ModelInferResponse:
+    async def _accounted(self, sess: ModelSession, work: Any) -> Any:
         model_id = sess.model_id
         entry = self.copies.cache.get(model_id)
         if entry is not None:
@@ -132,7 +122,36 @@ class Server:
         self.in_flight += 1
         t0 = time.perf_counter()
         try:
-            if payload_bytes(request) >= self._offload_bytes:
+            response = await work
+        finally:
+            self.in_flight -= 1
+            if entry is not None:
+                entry.in_flight -= 1
+        self.usage.record(model_id)
+        self.metrics.request(model_id, (time.perf_counter() - t0) * 1000)
+        return response
+
+    def _compute_and_trim(self, sess: ModelSession, request: ipb.ModelInferRequest) -> ipb.ModelInferResponse:
+        try:
+            return self.compute(sess, request)
+        finally:
+            if _TRIM is not None:
+                _TRIM(0)
+
+    async def serve(self, sess: ModelSession, request: ipb.ModelInferRequest, *,
+                    wire_size: int | None = None) -> ipb.ModelInferResponse:
+        """Serve from the local session. ``wire_size`` is the request's size as received (free on
+        the raw path); otherwise it is estimated from the declared shapes."""
+        model_id = sess.model_id
+        entry = self.copies.cache.get(model_id)
+        if entry is not None:
+            entry.in_flight += 1
+            self.copies.cache.touch(model_id, time.time() * 1000)
+        self.in_flight += 1
+        t0 = time.perf_counter()
+        try:
+            size = wire_size if wire_size is not None else request_payload_bytes(request)
+            if size >= self._offload_bytes:
                 response = await asyncio.to_thread(self._compute_and_trim, sess, request)
             elif self._batch_max > 1 and batchable(sess, self._batch_min_us):
                 response = await self.compute_batched(sess, request)
