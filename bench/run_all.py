@@ -34,6 +34,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "model_sizes": ("model_sizes.py", [], ["--models", "28", "--reps", "1"]),
     "cache_sim": ("cache_sim.py", [], ["--scale", "0.25"]),
     "truthful_state": ("truthful_state.py", [], ["--models", "100", "--requests", "1000", "--pause", "8"]),
+    "multi_model": ("multi_model.py", [], ["--quick"]),
 }
 
 README = BENCH_DIR.parent / "README.md"
