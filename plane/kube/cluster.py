@@ -35,6 +35,11 @@ _KINDS: dict[str, _Kind] = {
     "PodDisruptionBudget": _Kind("PolicyV1Api", "pod_disruption_budget", True),
     "NetworkPolicy": _Kind("NetworkingV1Api", "network_policy", True),
     "Job": _Kind("BatchV1Api", "job", True),
+    # the KServe controller's rights (plane.kube.controller_deploy)
+    "Role": _Kind("RbacAuthorizationV1Api", "role", True),
+    "RoleBinding": _Kind("RbacAuthorizationV1Api", "role_binding", True),
+    "ClusterRole": _Kind("RbacAuthorizationV1Api", "cluster_role", False),
+    "ClusterRoleBinding": _Kind("RbacAuthorizationV1Api", "cluster_role_binding", False),
 }
 
 
@@ -96,6 +101,7 @@ def _api_exception_types() -> tuple[type[BaseException], ...]:
     from urllib3.exceptions import HTTPError
 
     return (ApiException, HTTPError, OSError)
+
 
 def _read_json(resp: Any) -> dict[str, Any]:
     data = resp.data if hasattr(resp, "data") else resp.read()

@@ -1,9 +1,10 @@
 """What the plane's own containers run: ``python -m plane.kube sync-storage|publish-demo|write-manifests``.
 
-``sync-storage`` is the init container of every pod (it copies the mounted storage Secret
+``sync-storage`` is the init container of every pod (it copies the mounted storage Secrets
 into the registry); ``publish-demo`` is the quickstart Job's container (it uploads demo
-models to MinIO and registers them). These run inside the cluster and talk to etcd and
-object storage, not to the Kubernetes API. ``write-manifests`` regenerates ``manifests/``.
+models to MinIO and registers them, and uploads the scikit-learn model of the install guide's
+``example-sklearn-isvc``). These run inside the cluster and talk to etcd and object storage,
+not to the Kubernetes API. ``write-manifests`` regenerates ``manifests/``.
 """
 
 from __future__ import annotations
@@ -13,20 +14,32 @@ import pathlib
 import time
 from typing import Any
 
-from plane.kube.defaults import STORAGE_MOUNT, KubeError
+from plane.kube.defaults import MODELMESH_STORAGE_MOUNT, STORAGE_MOUNT, KubeError
+from plane.kube.storage_config import plane_storage_key
 
 CONNECT_RETRY_S = 180.0
 
 
 def _read_storage_dir(directory: pathlib.Path) -> dict[str, dict[str, Any]]:
-    """Storage configs from a mounted Secret: one file per key (hidden ``..data`` links skipped)."""
+    """Storage configs from a mounted Secret: one file per key (hidden ``..data`` links skipped).
+
+    A value that is not a JSON object is reported (by key, never by value) and skipped: one bad
+    key of a ModelMesh Secret must not keep the pods from starting."""
     out: dict[str, dict[str, Any]] = {}
     if not directory.is_dir():
         return out
     for path in sorted(directory.iterdir()):
         if path.name.startswith(".") or not path.is_file():
             continue
-        out[path.name] = json.loads(path.read_text())
+        try:
+            doc = json.loads(path.read_text())
+        except ValueError:
+            print(f"storage key {path.name!r} in {directory} is not a JSON document: skipped", flush=True)
+            continue
+        if isinstance(doc, dict):
+            out[path.name] = doc
+        else:
+            print(f"storage key {path.name!r} in {directory} is not a JSON object: skipped", flush=True)
     return out
 
 
@@ -45,24 +58,37 @@ def _connect_with_retry(timeout_s: float = CONNECT_RETRY_S) -> Any:
             time.sleep(3)
 
 
-def sync_storage_dir(directory: str | pathlib.Path, *, plane: Any | None = None) -> list[str]:
-    """Copy every storage config of a mounted Secret into the registry; returns the keys copied.
+def sync_storage_dir(*directories: str | pathlib.Path, plane: Any | None = None) -> list[str]:
+    """Copy every storage config of the mounted Secrets into the registry; returns the registry keys
+    written.
 
-    Keys that are in the registry but not in the Secret are left alone (they may have been
-    added with the console)."""
-    docs = _read_storage_dir(pathlib.Path(directory))
+    On a key in several directories the last one wins. Secret keys the registry cannot hold as
+    they are (a leading ``_``) go under :func:`~plane.kube.storage_config.plane_storage_key`. A
+    config the registry refuses is reported and skipped. Keys that are in the registry but not in
+    the Secrets are left alone (they may have been added with the console)."""
+    from plane.operations import ValidationError
+
+    docs: dict[str, dict[str, Any]] = {}
+    for directory in directories:
+        docs.update(_read_storage_dir(pathlib.Path(directory)))
     if not docs:
         return []
     own = plane is None
     plane = plane or _connect_with_retry()
+    written = []
     try:
         for key, doc in docs.items():
             params = {k: v for k, v in doc.items() if k != "type"}
-            plane.set_storage(key, doc.get("type", ""), params)
+            try:
+                plane.set_storage(plane_storage_key(key), str(doc.get("type", "")), params)
+            except (ValidationError, ValueError) as exc:
+                print(f"storage key {key!r} not copied: {exc}", flush=True)
+                continue
+            written.append(plane_storage_key(key))
     finally:
         if own:
             plane.close()
-    return sorted(docs)
+    return sorted(written)
 
 
 def _demo_model_ids(root: pathlib.Path) -> dict[str, str]:
@@ -74,13 +100,40 @@ def _demo_model_ids(root: pathlib.Path) -> dict[str, str]:
         return {}
 
 
+def sklearn_example_model() -> bytes:
+    """The install guide's ``sklearn/mnist-svm.joblib``: the model MLServer's scikit-learn example
+    trains (an ``SVC(gamma=0.001)`` on the first half of scikit-learn's bundled 8x8 digits, the
+    "MNIST" of that example), serialised with joblib. Built here, not downloaded: the Job needs
+    nothing from the internet."""
+    import io
+
+    import joblib
+    from sklearn import datasets, svm
+
+    digits = datasets.load_digits()
+    data = digits.images.reshape((len(digits.images), -1))
+    half = len(data) // 2
+    model = svm.SVC(gamma=0.001)
+    model.fit(data[:half], digits.target[:half])
+    buf = io.BytesIO()
+    joblib.dump(model, buf)
+    return buf.getvalue()
+
+
+def _upload_sklearn_example(s3: Any, bucket: str, path: str) -> None:
+    s3.put_object(Bucket=bucket, Key=path, Body=sklearn_example_model())
+    print(f"uploaded the scikit-learn example model to s3://{bucket}/{path}", flush=True)
+
+
 def publish_demo(directory: str | pathlib.Path, *, storage_dir: str | pathlib.Path, key: str = "default",
-                 prefix: str = "demo", plane: Any | None = None) -> int:
+                 prefix: str = "demo", plane: Any | None = None, sklearn_example: str = "") -> int:
     """Upload the ``*.onnx`` files under ``directory`` to storage ``key`` (S3) and register them.
 
     Model ids come from the ``manifest.json`` that ``mesh demo`` writes; without one, from the
-    relative path (``a/b.onnx`` -> ``a.b``). Paths are ``prefix/<relative path>``. Returns how
-    many models are registered."""
+    relative path (``a/b.onnx`` -> ``a.b``). Paths are ``prefix/<relative path>``. With
+    ``sklearn_example`` (a path in the bucket), :func:`sklearn_example_model` is uploaded there
+    too, unregistered: the quickstart's InferenceService registers it through the controller.
+    Returns how many models are registered."""
     from plane.api import ModelSpec
     from plane.registry import StorageConfig
     from plane.storage import _s3_client
@@ -110,6 +163,8 @@ def publish_demo(directory: str | pathlib.Path, *, storage_dir: str | pathlib.Pa
         for f in files:
             rel = f.relative_to(root).as_posix()
             s3.upload_file(str(f), bucket, f"{prefix}/{rel}" if prefix else rel)
+    if sklearn_example and doc.get("type") == "s3":
+        _upload_sklearn_example(s3, str(bucket), sklearn_example)
     ids = _demo_model_ids(root)
     for f in files:
         rel = f.relative_to(root).as_posix()
@@ -126,7 +181,6 @@ def publish_demo(directory: str | pathlib.Path, *, storage_dir: str | pathlib.Pa
     return len(specs)
 
 
-
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -136,21 +190,26 @@ def main(argv: list[str] | None = None) -> int:
     description = (plane.kube.__doc__ or "").splitlines()[0]
     parser = argparse.ArgumentParser(prog="python -m plane.kube", description=description)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("sync-storage", help="copy a mounted storage Secret into the registry")
-    p.add_argument("--dir", default=STORAGE_MOUNT)
+    p = sub.add_parser("sync-storage", help="copy mounted storage Secrets into the registry")
+    p.add_argument("--dir", action="append",
+                   help=f"a mounted Secret (repeat; later ones win; default {MODELMESH_STORAGE_MOUNT} "
+                        f"then {STORAGE_MOUNT})")
     p = sub.add_parser("publish-demo", help="upload demo models to storage and register them")
     p.add_argument("--dir", required=True)
     p.add_argument("--storage-dir", default=STORAGE_MOUNT)
     p.add_argument("--key", default="default")
     p.add_argument("--prefix", default="demo")
-    p = sub.add_parser("write-manifests", help="regenerate manifests/base and manifests/overlays/quickstart")
+    p.add_argument("--sklearn-example", default="", metavar="PATH",
+                   help="also upload the install guide's scikit-learn model to PATH in the bucket")
+    p = sub.add_parser("write-manifests", help="regenerate manifests/ (base, components, overlays)")
     p.add_argument("root", nargs="?", default="manifests")
     args = parser.parse_args(argv)
     if args.cmd == "sync-storage":
-        keys = sync_storage_dir(args.dir)
+        keys = sync_storage_dir(*(args.dir or [MODELMESH_STORAGE_MOUNT, STORAGE_MOUNT]))
         print(f"storage keys in the registry: {', '.join(keys) if keys else '(none in the Secret)'}")
     elif args.cmd == "publish-demo":
-        n = publish_demo(args.dir, storage_dir=args.storage_dir, key=args.key, prefix=args.prefix)
+        n = publish_demo(args.dir, storage_dir=args.storage_dir, key=args.key, prefix=args.prefix,
+                         sklearn_example=args.sklearn_example)
         print(f"published and registered {n} demo models")
     else:
         for path in write_manifests(args.root):

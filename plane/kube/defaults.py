@@ -31,7 +31,16 @@ ETCD_HEADLESS_SERVICE = "mesh-etcd-headless"
 CONFIG_MAP = "mesh-config"
 ETCD_SECRET = "mesh-etcd-connection"
 STORAGE_SECRET = "mesh-storage-config"
+#: ModelMesh's name for the storage Secret (modelmesh-serving config/default/storage-secret.yaml): read
+#: too, so a ModelMesh user's Secret works as it is. On a key in both, ``mesh-storage-config`` wins.
+MODELMESH_STORAGE_SECRET = "storage-config"
 SERVICE_ACCOUNT = "mesh-pod"
+CONTROLLER_NAME = "mesh-controller"
+CONTROLLER_SERVICE_ACCOUNT = "mesh-controller"
+#: The Secret the ``tls`` overlay mounts: ``tls.crt``, ``tls.key``, ``ca.crt`` (the kubernetes.io/tls
+#: layout cert-manager writes). One certificate for the pods, the controller and etcd's client port.
+TLS_SECRET = "mesh-tls"
+TLS_MOUNT = "/etc/mesh/tls"
 MINIO_NAME = "minio"
 MINIO_SECRET = "minio-credentials"
 DEMO_JOB = "mesh-demo-models"
@@ -43,6 +52,7 @@ ETCD_PEER_PORT = 2380
 ETCD_METRICS_PORT = 2381
 STATE_DIR = "/var/lib/mesh"
 STORAGE_MOUNT = "/etc/mesh/storage-config"
+MODELMESH_STORAGE_MOUNT = "/etc/mesh/modelmesh-storage-config"
 RUN_AS_USER = 10001
 
 # Memory: the model cache plus what Python, gRPC and onnxruntime need besides the models.
@@ -54,6 +64,8 @@ MEMORY_LIMIT_HEADROOM_FRACTION = 0.25
 DRAIN_TIMEOUT_S = 60
 TERMINATION_GRACE_PERIOD_S = 90
 ETCD_STORAGE = "1Gi"
+#: Members of the etcd StatefulSet in the ``etcd-ha`` overlay (a quorum survives one member down).
+ETCD_HA_MEMBERS = 3
 ETCD_QUOTA_BYTES = 2 * 1024**3
 STATE_DIR_HEADROOM_BYTES = 512 * 1024**2
 # Namespaces an uninstall never deletes, whatever their labels say.

@@ -15,6 +15,7 @@ from plane.kube.defaults import (
     _LABEL_PART_OF,
     DEFAULT_NAMESPACE,
     FIELD_MANAGER,
+    MODELMESH_STORAGE_SECRET,
     PROJECT,
     PROTECTED_NAMESPACES,
     REQUEST_TIMEOUT_S,
@@ -74,9 +75,12 @@ class UninstallResult:
 
 
 def _installed_objects(namespace: str) -> list[dict[str, Any]]:
-    """Everything an install may have created in ``namespace`` (bundled etcd and quickstart included)."""
+    """Everything an install may have created in ``namespace`` (bundled etcd and quickstart included).
+
+    Not ModelMesh's ``storage-config`` Secret: the quickstart renders one, but a ModelMesh user's
+    own Secret has the same name, and deleting it would lose their storage credentials."""
     objs = render_manifests(namespace=namespace, pods=1, storage_config={})
-    refs = {object_ref(o) for o in objs}
+    refs = {object_ref(o) for o in objs} | {f"Secret/{namespace}/{MODELMESH_STORAGE_SECRET}"}
     return objs + [o for o in render_quickstart(namespace=namespace) if object_ref(o) not in refs]
 
 
@@ -111,10 +115,11 @@ def uninstall(
             progress(f"deleting {ref}", i, total)
         try:
             api, info = _api(api_client, obj["kind"])
-            getattr(api, f"delete_namespaced_{info.snake}")(
-                obj["metadata"]["name"], namespace, propagation_policy="Background",
-                _preload_content=False, _request_timeout=REQUEST_TIMEOUT_S,
-            )
+            # cluster-scoped objects (the controller's ClusterRole and binding) take no namespace
+            call, where = ((getattr(api, f"delete_namespaced_{info.snake}"), (namespace,)) if info.namespaced
+                           else (getattr(api, f"delete_{info.snake}"), ()))
+            call(obj["metadata"]["name"], *where, propagation_policy="Background",
+                 _preload_content=False, _request_timeout=REQUEST_TIMEOUT_S)
             result.deleted.append(ref)
         except errors_t as exc:
             if getattr(exc, "status", None) == 404:

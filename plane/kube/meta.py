@@ -48,9 +48,19 @@ def _mi(num_bytes: int) -> str:
     return f"{math.ceil(num_bytes / 1024**2)}Mi"
 
 
-def memory_resources(capacity_bytes: int) -> tuple[str, str]:
-    """(request, limit) memory quantities for a pod whose model cache holds ``capacity_bytes``."""
-    request = capacity_bytes + MEMORY_OVERHEAD_BYTES
+def memory_resources(capacity_bytes: int, *, overhead_bytes: int = MEMORY_OVERHEAD_BYTES) -> tuple[str, str]:
+    """(request, limit) memory quantities for a pod whose model cache holds ``capacity_bytes``.
+
+    The formula (docs/kubernetes.md, "Memory"): **request = capacity + overhead** (overhead 256 MiB
+    by default: Python, gRPC, onnxruntime and the pod's own buffers, which the cache does not
+    count), **limit = request + max(256 MiB, 25 % of capacity)**: the cache admits a model by its
+    predicted size and learns the real one only after the load, so the limit leaves room for the
+    difference instead of letting the kernel kill the pod mid-load. Both round up to whole MiB.
+    The scheduler therefore places a pod only where its whole cache fits.
+    """
+    if overhead_bytes < 0:
+        raise ValueError("memory overhead must not be negative")
+    request = capacity_bytes + overhead_bytes
     headroom = max(MEMORY_LIMIT_HEADROOM_BYTES, int(capacity_bytes * MEMORY_LIMIT_HEADROOM_FRACTION))
     return _mi(request), _mi(request + headroom)
 

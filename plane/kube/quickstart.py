@@ -1,8 +1,16 @@
-"""The quickstart overlay: MinIO, a storage Secret pointing at it, and the demo-models Job.
+"""The quickstart overlay: MinIO, storage Secrets pointing at it, the demo-models Job, and the
+install guide's InferenceService.
 
 Rendered as plain dicts like the rest (``manifests/overlays/quickstart`` is its output with
 the defaults). The demo credentials live here and nowhere else; a storage configuration of
-yours replaces the quickstart's storage Secret in :func:`plane.kube.render.render_install`.
+yours replaces the quickstart's ``mesh-storage-config`` in :func:`plane.kube.render.render_install`.
+
+The KServe part follows modelmesh-serving's own quickstart (docs/quickstart.md and
+config/dependencies/quickstart.yaml): a ``storage-config`` Secret whose key ``localMinIO`` is one
+JSON document in ModelMesh's format, and ``example-sklearn-isvc``, an InferenceService annotated
+``serving.kserve.io/deploymentMode: ModelMesh`` with ``modelFormat: sklearn`` and
+``storage: {key: localMinIO, path: sklearn/mnist-svm.joblib}``. The demo Job uploads that model
+(:func:`plane.kube.containers.sklearn_example_model`) to the same bucket.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from plane.kube.defaults import (
     MINIO_IMAGE,
     MINIO_NAME,
     MINIO_SECRET,
+    MODELMESH_STORAGE_SECRET,
     RUN_AS_USER,
     SERVICE_ACCOUNT,
     STORAGE_MOUNT,
@@ -38,6 +47,44 @@ def quickstart_storage_config() -> dict[str, dict[str, Any]]:
             "region": "us-east-1",
         }
     }
+
+
+#: The guide's example: names and path as in modelmesh-serving docs/quickstart.md.
+EXAMPLE_ISVC = "example-sklearn-isvc"
+EXAMPLE_STORAGE_KEY = "localMinIO"
+EXAMPLE_MODEL_PATH = "sklearn/mnist-svm.joblib"
+
+
+def modelmesh_quickstart_storage_config() -> dict[str, dict[str, Any]]:
+    """The ``storage-config`` Secret's documents, field for field in ModelMesh's format (``bucket``,
+    not ``default_bucket``), pointing at the bundled MinIO's demo bucket."""
+    creds = quickstart_storage_config()["default"]
+    return {
+        EXAMPLE_STORAGE_KEY: {
+            "type": "s3",
+            "access_key_id": creds["access_key_id"],
+            "secret_access_key": creds["secret_access_key"],
+            "endpoint_url": creds["endpoint_url"],
+            "bucket": creds["default_bucket"],
+            "region": creds["region"],
+        }
+    }
+
+
+def render_kserve_example(*, namespace: str = DEFAULT_NAMESPACE) -> list[dict[str, Any]]:
+    """The guide's InferenceService (needs the InferenceService definition: KServe's, or the
+    ``kserve-crds`` overlay)."""
+    meta = _meta(EXAMPLE_ISVC, namespace, "example")
+    meta["annotations"] = {"serving.kserve.io/deploymentMode": "ModelMesh"}
+    return [{
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": meta,
+        "spec": {"predictor": {"model": {
+            "modelFormat": {"name": "sklearn"},
+            "storage": {"key": EXAMPLE_STORAGE_KEY, "path": EXAMPLE_MODEL_PATH},
+        }}},
+    }]
 
 
 def render_quickstart(
@@ -88,6 +135,15 @@ def render_quickstart(
             "type": "Opaque",
             "stringData": {k: json.dumps(v, sort_keys=True)
                            for k, v in quickstart_storage_config().items()},
+        },
+        {
+            # ModelMesh's Secret, in ModelMesh's format: the pods and the controller read it too.
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": _meta(MODELMESH_STORAGE_SECRET, namespace, "storage"),
+            "type": "Opaque",
+            "stringData": {k: json.dumps(v, indent=2)
+                           for k, v in modelmesh_quickstart_storage_config().items()},
         },
         {
             "apiVersion": "v1",
@@ -163,7 +219,7 @@ def render_quickstart(
                                 "imagePullPolicy": "IfNotPresent",
                                 "command": ["python", "-m", "plane.kube", "publish-demo", "--dir", "/models",
                                             "--storage-dir", STORAGE_MOUNT, "--key", "default",
-                                            "--prefix", "demo"],
+                                            "--prefix", "demo", "--sklearn-example", EXAMPLE_MODEL_PATH],
                                 "envFrom": job_env,
                                 "env": job_env_vars,
                                 "resources": {"requests": {"cpu": "100m", "memory": "256Mi"},

@@ -5,6 +5,11 @@ schemas without a cluster; ``manifests/base`` is the output of :func:`render_man
 its defaults (see :mod:`plane.kube.manifest_files`). The objects are listed in the order they
 are applied. The two StatefulSets come from :mod:`plane.kube.workloads`, the quickstart's
 objects from :mod:`plane.kube.quickstart`.
+
+Options that the kustomize overlays also offer are rendered here, once: ``tls_secret`` is the
+``tls`` overlay, ``etcd_members=3`` the ``etcd-ha`` overlay (:mod:`plane.kube.manifest_files`
+writes each overlay as the difference between this rendering and the default one, and a test
+builds the overlays with kustomize and compares them with this rendering).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from plane.kube.controller_deploy import controller_objects
 from plane.kube.defaults import (
     CONFIG_MAP,
     DEFAULT_CAPACITY_BYTES,
@@ -23,6 +29,7 @@ from plane.kube.defaults import (
     ETCD_SECRET,
     GRPC_PORT,
     INFERENCE_SERVICE,
+    MEMORY_OVERHEAD_BYTES,
     METRICS_PORT,
     POD_HEADLESS_SERVICE,
     POD_STATEFULSET,
@@ -31,11 +38,13 @@ from plane.kube.defaults import (
     STATE_DIR,
     STORAGE_SECRET,
 )
+from plane.kube.etcd import _etcd_objects
 from plane.kube.meta import _meta, _selector
 from plane.kube.output import object_ref
 from plane.kube.quickstart import render_quickstart
 from plane.kube.storage_config import _storage_checksum, normalise_storage_config
-from plane.kube.workloads import _etcd_objects, _pods_statefulset
+from plane.kube.tls import tls_settings
+from plane.kube.workloads import _pods_statefulset
 from plane.settings import MeshSettings, parse_size
 
 
@@ -70,13 +79,22 @@ def render_manifests(
     etcd_username: str | None = None,
     etcd_password: str | None = None,
     settings: dict[str, str] | None = None,
+    tls_secret: str | None = None,
+    etcd_members: int = 1,
+    controller: bool = True,
+    memory_overhead_bytes: int = MEMORY_OVERHEAD_BYTES,
 ) -> list[dict[str, Any]]:
     """The plane's objects, in the order they are applied.
 
     ``storage_config`` maps storage keys to SPEC section 4 documents; ``None`` renders no
     storage Secret (an existing one is left alone). ``etcd_endpoint`` points the plane at an
-    etcd of yours instead of the bundled single-member StatefulSet. ``settings`` adds or
-    overrides ``MESH_*`` variables in the ConfigMap.
+    etcd of yours instead of the bundled StatefulSet of ``etcd_members`` members. ``settings``
+    adds or overrides ``MESH_*`` variables in the ConfigMap. ``tls_secret`` names a Secret
+    (``tls.crt``, ``tls.key``, ``ca.crt``) that every workload mounts for mTLS on the pods'
+    gRPC port and, with the bundled etcd, on etcd's client port. ``controller`` adds the KServe
+    controller (``mesh controller``: InferenceServices and Predictors into registrations).
+    ``memory_overhead_bytes`` is the ``overhead`` of the memory request
+    (:func:`plane.kube.meta.memory_resources`).
     """
     if pods < 1:
         raise ValueError("pods must be at least 1")
@@ -85,6 +103,11 @@ def render_manifests(
     if not namespace:
         raise ValueError("namespace must not be empty")
     config = _config_data(capacity_bytes, settings)
+    if tls_secret:
+        tls = tls_settings()
+        if etcd_endpoint:  # your etcd: its TLS is yours to configure (MESH_ETCD_* in ``settings``)
+            tls = {k: v for k, v in tls.items() if not k.startswith("MESH_ETCD_")}
+        config = {**config, **{k: v for k, v in tls.items() if k not in config}}
     disk_cache_bytes = parse_size(config["MESH_DISK_CACHE_BYTES"])
     etcd_conn = {"MESH_ETCD": etcd_endpoint or f"{ETCD_NAME}:{ETCD_CLIENT_PORT}"}
     if etcd_username:
@@ -127,7 +150,7 @@ def render_manifests(
             }
         )
     if not etcd_endpoint:
-        objects.extend(_etcd_objects(namespace))
+        objects.extend(_etcd_objects(namespace, members=etcd_members, tls_secret=tls_secret))
     grpc_port = {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP"}
     objects.append(
         {
@@ -152,7 +175,8 @@ def render_manifests(
             "spec": {"type": "ClusterIP", "selector": _selector("pod"), "ports": [grpc_port]},
         }
     )
-    objects.append(_pods_statefulset(namespace, pods, capacity_bytes, image, checksum, disk_cache_bytes))
+    objects.append(_pods_statefulset(namespace, pods, capacity_bytes, image, checksum, disk_cache_bytes,
+                                     tls_secret=tls_secret, memory_overhead_bytes=memory_overhead_bytes))
     objects.append(
         {
             "apiVersion": "policy/v1",
@@ -161,6 +185,8 @@ def render_manifests(
             "spec": {"maxUnavailable": 1, "selector": {"matchLabels": _selector("pod")}},
         }
     )
+    if controller:
+        objects.extend(controller_objects(namespace, image, tls_secret=tls_secret))
     return objects
 
 

@@ -1,8 +1,12 @@
-"""The plane's two StatefulSets, rendered as plain dicts: the bundled etcd and the runtime pods.
+"""The runtime pods' StatefulSet, rendered as a plain dict (the bundled etcd is :mod:`plane.kube.etcd`).
 
-These are the largest objects of an install (containers, probes, resources, volumes,
-anti-affinity), so they live here, apart from the list of objects
-:func:`plane.kube.render.render_manifests` assembles around them.
+The largest object of an install (containers, probes, resources, volumes, anti-affinity), so it
+lives here, apart from the list of objects :func:`plane.kube.render.render_manifests` assembles
+around it.
+
+The init container copies both storage Secrets into the registry: the plane's own
+``mesh-storage-config`` and ModelMesh's ``storage-config`` (both mounted optionally, so either may
+be absent); on a key present in both, ``mesh-storage-config`` wins (it is listed last).
 """
 
 from __future__ import annotations
@@ -10,23 +14,16 @@ from __future__ import annotations
 from typing import Any
 
 from plane.kube.defaults import (
-    _LABEL_PART_OF,
     _STORAGE_CHECKSUM,
     CONFIG_MAP,
-    ETCD_CLIENT_PORT,
-    ETCD_HEADLESS_SERVICE,
-    ETCD_IMAGE,
-    ETCD_METRICS_PORT,
-    ETCD_NAME,
-    ETCD_PEER_PORT,
-    ETCD_QUOTA_BYTES,
     ETCD_SECRET,
-    ETCD_STORAGE,
     GRPC_PORT,
+    MEMORY_OVERHEAD_BYTES,
     METRICS_PORT,
+    MODELMESH_STORAGE_MOUNT,
+    MODELMESH_STORAGE_SECRET,
     POD_HEADLESS_SERVICE,
     POD_STATEFULSET,
-    PROJECT,
     RUN_AS_USER,
     SERVICE_ACCOUNT,
     STATE_DIR,
@@ -36,145 +33,26 @@ from plane.kube.defaults import (
     TERMINATION_GRACE_PERIOD_S,
 )
 from plane.kube.meta import _container_security, _labels, _meta, _mi, _pod_security, _selector, memory_resources
-
-
-def _etcd_objects(namespace: str) -> list[dict[str, Any]]:
-    peer_host = f"$(POD_NAME).{ETCD_HEADLESS_SERVICE}.$(POD_NAMESPACE).svc"
-    ports = [
-        {"name": "client", "port": ETCD_CLIENT_PORT, "targetPort": "client"},
-        {"name": "peer", "port": ETCD_PEER_PORT, "targetPort": "peer"},
-    ]
-    container = {
-        "name": "etcd",
-        "image": ETCD_IMAGE,
-        "imagePullPolicy": "IfNotPresent",
-        "command": ["/usr/local/bin/etcd"],
-        "args": [
-            "--name=$(POD_NAME)",
-            "--data-dir=/var/run/etcd/data",
-            f"--listen-client-urls=http://0.0.0.0:{ETCD_CLIENT_PORT}",
-            f"--advertise-client-urls=http://{peer_host}:{ETCD_CLIENT_PORT}",
-            f"--listen-peer-urls=http://0.0.0.0:{ETCD_PEER_PORT}",
-            f"--initial-advertise-peer-urls=http://{peer_host}:{ETCD_PEER_PORT}",
-            f"--initial-cluster=$(POD_NAME)=http://{peer_host}:{ETCD_PEER_PORT}",
-            "--initial-cluster-state=new",
-            f"--listen-metrics-urls=http://0.0.0.0:{ETCD_METRICS_PORT}",
-            "--auto-compaction-mode=periodic",
-            "--auto-compaction-retention=1h",
-            f"--quota-backend-bytes={ETCD_QUOTA_BYTES}",
-        ],
-        "env": [
-            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-            {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-        ],
-        "ports": [
-            {"name": "client", "containerPort": ETCD_CLIENT_PORT, "protocol": "TCP"},
-            {"name": "peer", "containerPort": ETCD_PEER_PORT, "protocol": "TCP"},
-            {"name": "metrics", "containerPort": ETCD_METRICS_PORT, "protocol": "TCP"},
-        ],
-        "readinessProbe": {
-            "httpGet": {"path": "/health", "port": "metrics"},
-            "periodSeconds": 5,
-            "timeoutSeconds": 3,
-            "failureThreshold": 3,
-        },
-        "livenessProbe": {
-            "tcpSocket": {"port": "client"},
-            "initialDelaySeconds": 10,
-            "periodSeconds": 15,
-            "timeoutSeconds": 5,
-            "failureThreshold": 4,
-        },
-        "resources": {
-            "requests": {"cpu": "100m", "memory": "256Mi"},
-            "limits": {"memory": "1Gi"},
-        },
-        "securityContext": _container_security(),
-        "volumeMounts": [{"name": "data", "mountPath": "/var/run/etcd"}],
-    }
-    return [
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": _meta(ETCD_HEADLESS_SERVICE, namespace, "etcd"),
-            "spec": {
-                "clusterIP": "None",
-                "publishNotReadyAddresses": True,  # peers must resolve before the member is ready
-                "selector": _selector("etcd"),
-                "ports": ports,
-            },
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": _meta(ETCD_NAME, namespace, "etcd"),
-            "spec": {
-                "type": "ClusterIP",
-                "selector": _selector("etcd"),
-                "ports": [ports[0]],
-            },
-        },
-        {
-            "apiVersion": "apps/v1",
-            "kind": "StatefulSet",
-            "metadata": _meta(ETCD_NAME, namespace, "etcd"),
-            "spec": {
-                "serviceName": ETCD_HEADLESS_SERVICE,
-                "replicas": 1,
-                "selector": {"matchLabels": _selector("etcd")},
-                "template": {
-                    "metadata": {"labels": _labels("etcd")},
-                    "spec": {
-                        "serviceAccountName": SERVICE_ACCOUNT,
-                        "automountServiceAccountToken": False,
-                        "securityContext": _pod_security(65532),
-                        "terminationGracePeriodSeconds": 30,
-                        "containers": [container],
-                    },
-                },
-                "volumeClaimTemplates": [
-                    {
-                        "metadata": {"name": "data", "labels": _labels("etcd")},
-                        "spec": {
-                            "accessModes": ["ReadWriteOnce"],
-                            "resources": {"requests": {"storage": ETCD_STORAGE}},
-                        },
-                    }
-                ],
-            },
-        },
-        {
-            # Only the plane's own pods (and its jobs) reach etcd; `kubectl port-forward` still works.
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "NetworkPolicy",
-            "metadata": _meta(ETCD_NAME, namespace, "etcd"),
-            "spec": {
-                "podSelector": {"matchLabels": _selector("etcd")},
-                "policyTypes": ["Ingress"],
-                "ingress": [
-                    {
-                        "from": [{"podSelector": {"matchLabels": {_LABEL_PART_OF: PROJECT}}}],
-                        "ports": [
-                            {"protocol": "TCP", "port": ETCD_CLIENT_PORT},
-                            {"protocol": "TCP", "port": ETCD_PEER_PORT},
-                            {"protocol": "TCP", "port": ETCD_METRICS_PORT},
-                        ],
-                    }
-                ],
-            },
-        },
-    ]
+from plane.kube.tls import tls_mount, tls_volume
 
 
 def _plane_env_from() -> list[dict[str, Any]]:
     return [{"configMapRef": {"name": CONFIG_MAP}}, {"secretRef": {"name": ETCD_SECRET}}]
 
 
+def _storage_volumes() -> list[dict[str, Any]]:
+    # optional: a plane without a storage Secret still starts
+    return [
+        {"name": "storage-config", "secret": {"secretName": STORAGE_SECRET, "optional": True}},
+        {"name": "modelmesh-storage-config", "secret": {"secretName": MODELMESH_STORAGE_SECRET, "optional": True}},
+    ]
+
+
 def _pods_statefulset(
     namespace: str, pods: int, capacity_bytes: int, image: str, checksum: str | None,
-    disk_cache_bytes: int,
+    disk_cache_bytes: int, *, tls_secret: str | None = None, memory_overhead_bytes: int = MEMORY_OVERHEAD_BYTES,
 ) -> dict[str, Any]:
-    mem_request, mem_limit = memory_resources(capacity_bytes)
+    mem_request, mem_limit = memory_resources(capacity_bytes, overhead_bytes=memory_overhead_bytes)
     state_size = _mi(disk_cache_bytes + STATE_DIR_HEADROOM_BYTES)
     annotations = {
         "prometheus.io/scrape": "true",
@@ -235,19 +113,24 @@ def _pods_statefulset(
         "volumeMounts": [
             {"name": "state", "mountPath": STATE_DIR},
             {"name": "tmp", "mountPath": "/tmp"},
+            *([tls_mount()] if tls_secret else []),
         ],
     }
     sync = {
         "name": "storage-sync",
         "image": image,
         "imagePullPolicy": "IfNotPresent",
-        "command": ["python", "-m", "plane.kube", "sync-storage", "--dir", STORAGE_MOUNT],
+        # Later directories win on a key in both: the plane's own Secret over ModelMesh's.
+        "command": ["python", "-m", "plane.kube", "sync-storage", "--dir", MODELMESH_STORAGE_MOUNT,
+                    "--dir", STORAGE_MOUNT],
         "envFrom": _plane_env_from(),
         "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
         "securityContext": _container_security(),
         "volumeMounts": [
             {"name": "storage-config", "mountPath": STORAGE_MOUNT, "readOnly": True},
+            {"name": "modelmesh-storage-config", "mountPath": MODELMESH_STORAGE_MOUNT, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
+            *([tls_mount()] if tls_secret else []),
         ],
     }
     return {
@@ -286,11 +169,8 @@ def _pods_statefulset(
                     "volumes": [
                         {"name": "state", "emptyDir": {"sizeLimit": state_size}},
                         {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
-                        {
-                            "name": "storage-config",
-                            # optional: a plane without a storage Secret still starts
-                            "secret": {"secretName": STORAGE_SECRET, "optional": True},
-                        },
+                        *_storage_volumes(),
+                        *([tls_volume(tls_secret)] if tls_secret else []),
                     ],
                 },
             },
