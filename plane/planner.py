@@ -5,11 +5,18 @@ view and carries out the actions. Rules, in order:
 
 1. **Floors** — pinned models keep at least one copy; ``min_copies`` is honoured.
 2. **Caps** — a model with more copies than its ``max_copies`` loses the extras.
-3. **Scale up** — a model whose rate per copy exceeds ``scale_up_rpm`` gets another copy
+3. **Second copy** — a single-copy model used again 7-40 minutes after an earlier use gets a
+   second copy on another pod, in free space only (ModelMesh.java ``rateTrackingTask``, "regular
+   usage was detected"; the window is SECOND_COPY_MIN/MAX_AGE_SECS = 420/2400, see
+   :func:`plane.usage.note_use`). As ModelMesh, only while the mesh keeps at least
+   ``second_copy_min_free_fraction`` (10%) of its capacity free, and never past
+   ``pressure_fraction``, so rule 5 does not drop the copy it just got. (ModelMesh also adds it
+   to a fuller mesh whose oldest copy is over 20 h old; here rule 5 would drop it again.)
+4. **Scale up** — a model whose rate per copy exceeds ``scale_up_rpm`` gets another copy
    (ModelMesh's default threshold: 2000 requests/minute per copy), in free space only.
-4. **Scale down** — under memory pressure (used / capacity across pods above
+5. **Scale down** — under memory pressure (used / capacity across pods above
    ``pressure_fraction``), extra copies of models whose rate would fit in one copy fewer are dropped.
-5. **Preload** — unloaded models are ranked by :func:`plane.usage.use_probability` and loaded
+6. **Preload** — unloaded models are ranked by :func:`plane.usage.use_probability` and loaded
    into *free* space only (keeping ``headroom_fraction`` of each pod free for cache misses), so a
    preload never evicts anything.
 
@@ -49,6 +56,10 @@ class PlannerSettings:
     max_actions: int = 8
     size_multiplier: float = 3.0
     failure_expiry_ms: int = 900_000
+    second_copy: bool = True  # MeshSettings.second_copy
+    second_copy_recent_ms: int = 60_000  # the use that qualifies must be this recent (a few planner rounds)
+    second_copy_min_free_fraction: float = 0.1  # ModelMesh: (10 * totalFree) / totalCapacity >= 1
+
 
 
 def _size(rec: ModelRecord, s: PlannerSettings) -> int:
@@ -85,13 +96,25 @@ def plan(
     def add_copy(rec: ModelRecord, reason: str, *, only_free: bool) -> bool:
         size = _size(rec, s)
         exclude = set(rec.copies) | set(rec.live_failures(now_ms, s.failure_expiry_ms))
-        target = placement.choose_pod_for_load(pods_view(), size=size, exclude=exclude, rng=rng)
+        candidates = [p for p in pods_view() if not only_free or free[p.pod_id] >= size]  # free space only
+        target = placement.choose_pod_for_load(candidates, size=size, exclude=exclude, rng=rng)
         if target is None or (only_free and free[target.pod_id] < size):
             return False
         free[target.pod_id] -= size
         loading[target.pod_id] += 1
         actions.append(Action("load", rec.model_id, target.pod_id, reason, evicts=not only_free))
         return True
+
+    capacity = sum(r.capacity for r in live.values())
+
+    def second_copy_wanted(rec: ModelRecord) -> bool:
+        if not s.second_copy or len(live) < 2 or rec.max_copies == 1 or not capacity:
+            return False
+        if not usage.second_copy_due(rec, now_ms, s.second_copy_recent_ms):
+            return False
+        free_after = sum(free.values()) - _size(rec, s)
+        return (free_after >= capacity * s.second_copy_min_free_fraction
+                and (capacity - free_after) / capacity <= s.pressure_fraction)
 
     def drop_copy(rec: ModelRecord, holders: list[str], reason: str) -> None:
         # drop the copy on the fullest pod
@@ -114,6 +137,11 @@ def plan(
                 drop_copy(rec, holders, f"max copies {rec.max_copies}")
                 holders.remove(actions[-1].pod_id)
             continue
+        if len(holders) == 1 and not pending and second_copy_wanted(rec):
+            gap = (rec.used_ms - rec.prev_used_ms) / 60_000
+            if add_copy(rec, f"second copy: used again {gap:.0f} min after an earlier use (regular usage)",
+                        only_free=True):
+                continue
         rpm = usage.fresh_rpm(rec, now_ms)
         if holders and not pending and rpm / len(holders) > s.scale_up_rpm:
             if (not rec.max_copies or len(holders) < rec.max_copies) and len(holders) < len(live):
@@ -121,7 +149,6 @@ def plan(
                 add_copy(rec, f"rate {rpm:.0f}/min over {len(holders)} copies exceeds "
                               f"{s.scale_up_rpm:.0f} per copy", only_free=True)
 
-    capacity = sum(r.capacity for r in live.values())
     used = capacity - sum(free.values())
     if capacity and used / capacity > s.pressure_fraction:
         for rec in sorted(models, key=lambda m: usage.fresh_rpm(m, now_ms)):

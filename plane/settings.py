@@ -137,7 +137,18 @@ class MeshSettings(BaseSettings):
     planner_interval_s: float = Field(default=5.0, description="How often the leader plans copies and preloads.")
     preload: bool = Field(default=True, description="Leader preloads models whose usage predicts a request soon.")
     pressure_fraction: float = Field(default=0.9, description="Used/capacity above which cold extra copies go.")
+    second_copy: bool = Field(
+        default=True, description="A single-copy model used again 7-40 minutes after an earlier use gets a second "
+        "copy on another pod, in free space only (ModelMesh's rule for availability).")
+    per_model_metrics: bool = Field(
+        default=True, description="Per-model metric series (labels modelId, vModelId; ModelMesh's MM_METRICS "
+        "per_model_metrics, off by default there). Off: only per-pod and per-method series.")
     intra_threads: int = Field(default=1, description="onnxruntime intra-op threads per session.")
+    allow_pickle: bool = Field(
+        default=True, description="Load scikit-learn models, which are pickles (joblib files too). Loading a pickle "
+        "runs any code the file names, so a model file is as trusted as a program: set false on pods whose model "
+        "storage is not fully trusted, and they refuse pickle/joblib models (ONNX, XGBoost JSON/UBJ and LightGBM "
+        "text models carry no code and still load).")
     peer_token: str | None = Field(
         default=None, description="Secret that pods present to each other on internal calls. Unset: the plane's "
         "token in etcd (created by the first pod), so only processes with etcd access can make internal calls.")

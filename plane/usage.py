@@ -35,6 +35,10 @@ __all__ = [
     "next_expected_start",
     "fresh_rpm",
     "last_used_text",
+    "note_use",
+    "second_copy_due",
+    "SECOND_COPY_MIN_AGE_MS",
+    "SECOND_COPY_MAX_AGE_MS",
 ]
 
 SESSION_GAP_MS = 10 * 60 * 1000  # idle this long, and the next request starts a new session
@@ -89,6 +93,40 @@ def last_used_text(rec: ModelRecord, now_ms: int) -> str:
     from plane.settings import format_age
 
     return format_age(rec.used_ms, now_ms) if rec.used_ms else "never"
+
+
+# ModelMesh's window for the second copy (ModelMesh.java SECOND_COPY_MIN_AGE_SECS = 420 and
+# SECOND_COPY_MAX_AGE_SECS = 2400, "-Dmm.min/max_second_copy_age_secs"): a single-copy model used
+# again between 7 and 40 minutes after an earlier use gets a second copy ("regular" usage, as
+# opposed to a one-off or a short burst). Fixed here: the flush and the planner must agree on it.
+SECOND_COPY_MIN_AGE_MS = 7 * 60 * 1000
+SECOND_COPY_MAX_AGE_MS = 40 * 60 * 1000
+
+
+def note_use(rec: ModelRecord, stamp: int) -> None:
+    """Called when usage is flushed, before ``used_ms`` moves to ``stamp``: keeps the earlier
+    use the second-copy rule compares with (``prev_used_ms``), exactly as ModelMesh keeps
+    ``earlierUseIteration`` (ModelMesh.java ``rateTrackingTask``): the previous use replaces it
+    unless the earlier one is inside the window and the previous one is not. Afterwards the
+    model is due for a second copy exactly when ``used_ms - prev_used_ms`` lies in the window
+    (:func:`second_copy_due`). Steady use never qualifies (each use is seconds after the last),
+    a use after 7-40 idle minutes does, and so does a short burst 7-40 minutes after one."""
+    if stamp <= rec.used_ms:  # the same or an older use (another pod's flush landed first)
+        return
+    lower, upper = stamp - SECOND_COPY_MAX_AGE_MS, stamp - SECOND_COPY_MIN_AGE_MS
+    earlier, last = rec.prev_used_ms, rec.used_ms
+    earlier_in = bool(earlier) and lower <= earlier <= upper
+    last_in = bool(last) and lower <= last <= upper
+    if last_in or not earlier_in:
+        rec.prev_used_ms = last
+
+
+def second_copy_due(rec: ModelRecord, now_ms: int, recent_ms: int) -> bool:
+    """Whether the model's last use (within ``recent_ms``) came 7-40 minutes after the earlier
+    use :func:`note_use` kept: ModelMesh's trigger for loading a second copy."""
+    if not rec.used_ms or not rec.prev_used_ms or now_ms - rec.used_ms > recent_ms:
+        return False
+    return SECOND_COPY_MIN_AGE_MS <= rec.used_ms - rec.prev_used_ms <= SECOND_COPY_MAX_AGE_MS
 
 
 def note_session_start(rec: ModelRecord, now_ms: int) -> None:

@@ -141,6 +141,7 @@ class Usage:
                     usage.note_session_start(m, stamp)
                     usage.note_requests(m, n, stamp)
                     m.last_used_ms = max(m.last_used_ms, stamp)
+                    usage.note_use(m, stamp)  # the earlier use, for the second-copy rule (before used_ms moves)
                     m.used_ms = max(m.used_ms, stamp)
                     usage.update_rate(m, self.pod_id, rpm, stamp)
                     return m

@@ -196,6 +196,7 @@ class Copies:
         try:
             async with asyncio.timeout(self.settings.load_timeout_s):
                 async with self._load_sem:
+                    self.metrics.loading_queue_delay((time.perf_counter() - t0) * 1000, model_id)
                     rec, cfg, head, predicted = await self._prepare(model_id)
                     self._begin(model_id, rec, predicted, purpose)
                     await self.sync(model_id)
@@ -217,7 +218,7 @@ class Copies:
             self.ready.pop(model_id, None)
             self.changed()
         ms = (time.perf_counter() - t0) * 1000
-        self.metrics.load(ms)
+        self.metrics.load(ms, model_id, sess.size)
         io = {"inputs": [[s.name, s.datatype, s.shape] for s in sess.inputs.values()],
               "outputs": [[s.name, s.datatype, s.shape] for s in sess.outputs.values()]}
         size, file_size = sess.size, sess.file_size
@@ -334,6 +335,7 @@ class Copies:
 
             await self.sync(model_id, failure=failure, extra=size)
             self.note("failures")
+            self.metrics.load_failed(model_id)
             await self.event(Event("load-failed", model=model_id, reason=err.message))
             log.warning("%s", err.message)
         else:
@@ -351,7 +353,7 @@ class Copies:
             self.cache.remove(v.model_id)
             self.sessions.pop(v.model_id, None)
             self._since.pop(v.model_id, None)
-            self.metrics.eviction(now_ms() - v.last_used_ms)
+            self.metrics.eviction(now_ms() - v.last_used_ms, v.model_id)
             self.note("evictions")
             why = f"last used {format_age(v.last_used_ms, now_ms())}, {weight:.1f} recent requests"
             reason = f"evicted for {model_id}, {why}" if size else \

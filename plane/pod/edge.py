@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 
 from plane import operations
-from plane.pod.errors import LOAD_FAILED_TRAILER, MeshError
+from plane.pod.errors import HOP_HEADER, LOAD_FAILED_TRAILER, MeshError
 from plane.proto import mmesh_pb2 as mpb
 from plane.records import Conflict, CopyState, ModelRecord, RegistryError, VModelRecord
 
@@ -85,10 +86,12 @@ def edge(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]
 
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        t0, response = time.perf_counter(), None
         try:
             if isinstance(request, Undecodable):
                 raise MeshError(grpc.StatusCode.INVALID_ARGUMENT, request.message)
-            return await method(self, request, context)
+            response = await method(self, request, context)
+            return response
         except MeshError as exc:
             if exc.load_failed:
                 context.set_trailing_metadata(((LOAD_FAILED_TRAILER, "1"),))
@@ -97,6 +100,8 @@ def edge(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         except operations.InUse as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        except operations.AlreadyExists as exc:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
         except operations.ValidationError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except Conflict as exc:
@@ -108,8 +113,25 @@ def edge(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]
         except Exception:  # noqa: BLE001 - a bug: the client gets INTERNAL, the log the traceback
             log.exception("%s failed", method.__name__)
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method.__name__} (see the pod's log)")
+        finally:
+            _api_metrics(self, method.__name__, context, t0, request, response)
 
     return wrapper
+
+
+def _api_metrics(servicer: Any, name: str, context: Any, t0: float, request: Any, response: Any) -> None:
+    """ModelMesh's per-call series (modelmesh_api_request_milliseconds{method,code} and the payload
+    sizes: :meth:`plane.metrics.PodMetrics.api_request`). No code and no answer: cancelled. A
+    peer's forward is not an external request (counted where the client called, as ModelMesh's
+    internal hops are not); the pod that runs it counts modelmesh_invoke_model_milliseconds."""
+    try:
+        if any(k == HOP_HEADER for k, _ in context.invocation_metadata() or ()):
+            return
+        code = context.code() or (grpc.StatusCode.OK if response is not None else grpc.StatusCode.CANCELLED)
+        servicer.pod.metrics.api_request(name, code, (time.perf_counter() - t0) * 1000,
+                                         None if isinstance(request, Undecodable) else request, response)
+    except Exception:  # noqa: BLE001 - a metric must never fail a call
+        log.debug("metrics for %s not recorded", name, exc_info=True)
 
 
 def _bytes_or_message(response: Any) -> bytes:

@@ -72,6 +72,7 @@ class Leader:
             pressure_fraction=self.settings.pressure_fraction,
             size_multiplier=self.settings.size_multiplier,
             failure_expiry_ms=int(self.settings.failure_expiry_s * 1000),
+            second_copy=self.settings.second_copy,
         )
 
     async def run_planner(self) -> list[planner.Action]:

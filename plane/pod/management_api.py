@@ -1,16 +1,21 @@
 """The ModelMesh management service (SPEC section 3): protobuf in, registry operations and
-loads, protobuf out."""
+loads, protobuf out.
+
+The rules are in :mod:`plane.operations` and :mod:`plane.pod.vmodels`, checked against
+kserve/modelmesh (ModelMesh.java ``registerModel``/``deleteModel``, ModelMeshApi.java
+``toStatus``, VModelManager.java ``updateVModel``/``deleteVModel``/``getVModelStatus``; see
+docs/modelmesh-compat.md): registering an id again with the same info is idempotent, with other
+info ALREADY_EXISTS; unregistering an unknown id is OK; deleting an absent or another owner's
+vmodel is OK and leaves it alone; another owner's vmodel reads as NOT_FOUND.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from typing import TYPE_CHECKING
 
-import grpc
-
 from plane import operations
 from plane.pod.edge import edge, status_info, vmodel_info
-from plane.pod.errors import MeshError, q
 from plane.proto import mmesh_pb2 as mpb
 from plane.proto import mmesh_pb2_grpc as mgrpc
 from plane.records import ModelRecord
@@ -46,8 +51,8 @@ class ManagementServicer(mgrpc.ModelMeshServicer):
 
     @edge
     async def unregisterModel(self, request, context):  # noqa: N802
-        if not await operations.unregister(self.pod.registry, request.modelId, writer=self.pod.pod_id):
-            raise MeshError(grpc.StatusCode.NOT_FOUND, f"model {q(request.modelId)} is not registered")
+        # an id that is not registered is already done (ModelMesh.java deleteModel): OK either way
+        await operations.unregister(self.pod.registry, request.modelId, writer=self.pod.pod_id)
         return mpb.UnregisterModelResponse()
 
     @edge
@@ -82,14 +87,13 @@ class ManagementServicer(mgrpc.ModelMeshServicer):
 
     @edge
     async def deleteVModel(self, request, context):  # noqa: N802
+        # absent or another owner's: nothing to do, OK (VModelManager.java deleteVModel)
         pod = self.pod
-        rec = await pod.registry.get_vmodel(request.vModelId)
-        if rec is not None and request.owner and rec.owner and rec.owner != request.owner:
-            raise MeshError(grpc.StatusCode.FAILED_PRECONDITION, f"vmodel {q(request.vModelId)} has another owner")
-        await operations.delete_vmodel(pod.registry, request.vModelId, writer=pod.pod_id)
+        await operations.delete_vmodel(pod.registry, request.vModelId, owner=request.owner, writer=pod.pod_id)
         return mpb.DeleteVModelResponse()
 
     @edge
     async def getVModelStatus(self, request, context):  # noqa: N802
-        rec = await self.pod.registry.get_vmodel(request.vModelId)
+        # another owner's vmodel reads as NOT_FOUND (VModelManager.java getVModelStatus)
+        rec = await operations.get_vmodel(self.pod.registry, request.vModelId, owner=request.owner)
         return vmodel_info(rec, self.pod.view.models, self.pod.membership.reachable)

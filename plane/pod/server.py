@@ -69,7 +69,7 @@ class Pod:
         self.pod_id = settings.pod_id or f"{socket.gethostname()}-{self.port}"
         self.endpoint = f"{settings.advertise_host or settings.host}:{self.port}"
         self.metrics_port = settings.metrics_port
-        self.metrics = metrics.PodMetrics(self.pod_id)
+        self.metrics = metrics.PodMetrics(self.pod_id, per_model=settings.per_model_metrics)
         self.view = RegistryView(registry)
         self.ready = False
         self.shutting_down = False
@@ -95,6 +95,8 @@ class Pod:
                              server=self.server_part, metrics=self.metrics, shutting_down=lambda: self.shutting_down)
         self.leader = Leader(pod_id=self.pod_id, settings=settings, registry=registry, view=self.view,
                              copies=self.copies, peers=self.peers, membership=self.membership, spawn=self.spawn)
+        self.metrics.track_mesh(lambda: self.view.models.values(), lambda: self.leader.leading,
+                                failure_expiry_ms=int(settings.failure_expiry_s * 1000))
         self.vmodels = VModels(pod_id=self.pod_id, registry=registry, view=self.view, router=self.router,
                                spawn=self.spawn)
         self.view.hooks.append(self._on_change)

@@ -17,6 +17,7 @@ last vmodel, it is deleted (:func:`plane.operations.release`, ModelMesh's ``decM
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import grpc
@@ -24,7 +25,7 @@ import grpc
 from plane import operations
 from plane.pod.errors import MeshError
 from plane.proto import mmesh_pb2 as mpb
-from plane.records import Event, VModelRecord, now_ms
+from plane.records import Event, RegistryError, VModelRecord, now_ms
 
 __all__ = ["VModels"]
 
@@ -90,9 +91,10 @@ class VModels:
 
         try:
             rec = await self.registry.update_vmodel(vid, begin)
-        except operations.AlreadyExists:
-            if added:  # give back the reference (and the target, if it was created owned just now)
-                await operations.release(self.registry, target, vid, writer=self.pod_id)
+        except Exception:  # another owner's by now, or a registry error: undo the reference
+            if added:  # give it back (and the target, if it was created owned just now)
+                with contextlib.suppress(RegistryError):
+                    await operations.release(self.registry, target, vid, writer=self.pod_id)
             raise
         assert rec is not None
         await self._release_replaced(vid, rec, *old)

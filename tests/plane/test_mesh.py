@@ -176,7 +176,7 @@ def test_metrics_endpoint_has_modelmesh_names_and_per_model_series(mesh, model_d
                  "modelmesh_instance_used_bytes", "modelmesh_models_loaded_total",
                  "modelmesh_age_at_eviction_milliseconds", "modelmesh_api_request_milliseconds"):
         assert name in text
-    assert f'mesh_model_requests_total{{model="{model_id}"}} 1.0' in text
+    assert f'mesh_model_requests_total{{modelId="{model_id}"}} 1.0' in text
 
 
 def test_sigterm_migrates_models_with_no_failed_requests(mesh, model_dir):
@@ -230,7 +230,8 @@ def test_an_unwritable_disk_cache_is_passed_by_with_a_warning(mesh, model_dir, s
                                      "secret_access_key": s3_server["secret_access_key"], "bucket": "models"})
     model_id = uid("nocache")
     client.register_model(model_id, path="mesh/tiny2.onnx", storage_key="s3w")
-    pod = lp.pods[3]
+    registered = {i.pod_id for i in client.pods()}
+    pod = next(p for p in reversed(lp.pods) if local.pid_alive(p.pid) and p.pod_id in registered)
     cache_dir = settings.resolved_disk_cache_dir() / pod.pod_id
     shutil.rmtree(cache_dir, ignore_errors=True)
     cache_dir.write_text("a file where the cache folder was")  # fails even for root

@@ -68,7 +68,7 @@ def test_scrape_has_the_usual_names_and_only_metrics_is_served(pod_metrics):
     text = scrape(server.port)
     for name in USUAL_NAMES:
         assert name in text, name
-    assert 'mesh_model_requests_total{model="model-a"} 1.0' in text
+    assert 'mesh_model_requests_total{modelId="model-a"} 1.0' in text
     for path in ("/", "/metrics/x", "/favicon.ico", "/../metrics"):
         with pytest.raises(urllib.error.HTTPError) as err:
             scrape(server.port, path)

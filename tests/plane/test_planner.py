@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from plane import usage
 from plane.planner import PlannerSettings, plan
+from plane.pod import accounting
 from plane.registry import CopyInfo, FailureInfo, InstanceRecord, ModelRecord
+from tests.plane.podfakes import FakeRegistry, fake_view
 
 MiB = 1024**2
 NOW = 10_000_000_000
@@ -111,3 +113,113 @@ def test_rate_and_sessions_are_recorded_per_pod():
     usage.update_rate(rec, "a", 10, NOW + 10 * MIN)  # b's report is stale by now
     assert rec.rpm == 10
     assert usage.use_probability(rec, NOW + 10 * MIN) > 0.9
+
+
+# -- the second copy (ModelMesh.java rateTrackingTask: a single-copy model used again 7-40 min
+#    after an earlier use gets a second copy on another instance) ---------------------------------
+
+SEC = 1000
+
+
+def used_at(rec, *stamps):
+    """Replay flushes of usage at ``stamps`` as plane.pod.accounting does (note_use, then used_ms)."""
+    for t in stamps:
+        usage.note_use(rec, t)
+        rec.used_ms = max(rec.used_ms, t)
+        rec.last_used_ms = max(rec.last_used_ms, t)
+    return rec
+
+
+def second_copies(actions):
+    return [a for a in actions if a.reason.startswith("second copy")]
+
+
+def test_single_copy_model_used_again_after_7_to_40_minutes_gets_a_second_copy():
+    pods = [pod("a", used=10 * MiB, count=1), pod("b")]
+    rec = used_at(model("regular", copies=["a"]), NOW - 12 * MIN, NOW - 5 * SEC)
+    actions = plan([rec], pods, now_ms=NOW)
+    assert kinds(second_copies(actions)) == [("load", "regular", "b")]
+    assert not actions[0].evicts  # free space only
+    assert "12 min" in actions[0].reason
+
+
+def test_no_second_copy_outside_the_window_or_for_old_uses():
+    pods = [pod("a", used=10 * MiB, count=1), pod("b")]
+    for gap in (3 * MIN, 6 * MIN, 41 * MIN, 3 * HOUR):
+        rec = used_at(model("m", copies=["a"]), NOW - gap, NOW - 5 * SEC)
+        assert second_copies(plan([rec], pods, now_ms=NOW)) == [], gap
+    # qualified 12 minutes after the earlier use, but that was 5 minutes ago: the moment has passed
+    rec = used_at(model("m", copies=["a"]), NOW - 17 * MIN, NOW - 5 * MIN)
+    assert second_copies(plan([rec], pods, now_ms=NOW)) == []
+    # never used at all (only registered: last_used in the past)
+    assert second_copies(plan([model("new", copies=["a"])], pods, now_ms=NOW)) == []
+
+
+def test_steady_use_never_triggers_it_a_burst_after_an_earlier_use_does():
+    rec = model("steady", copies=["a"])
+    for t in range(NOW - 30 * MIN, NOW, 2 * SEC):  # a request flushed every 2 s for 30 minutes
+        used_at(rec, t)
+        assert not usage.second_copy_due(rec, t, 60 * SEC)
+    # ModelMesh keeps the earlier use while it is in the window: use, 5 min later, 8 min later
+    burst = used_at(model("burst", copies=["a"]), NOW - 8 * MIN, NOW - 3 * MIN)
+    assert not usage.second_copy_due(burst, NOW - 3 * MIN, 60 * SEC)
+    used_at(burst, NOW)
+    assert usage.second_copy_due(burst, NOW, 60 * SEC)  # 8 min after the first use
+    assert burst.prev_used_ms == NOW - 8 * MIN
+    used_at(burst, NOW + 2 * SEC)  # still due while used on (the earlier use stays in the window)
+    assert usage.second_copy_due(burst, NOW + 2 * SEC, 60 * SEC)
+    # a flush of another pod with an older stamp is the same use: nothing moves
+    before = (burst.prev_used_ms, burst.used_ms)
+    usage.note_use(burst, NOW - MIN)
+    assert (burst.prev_used_ms, burst.used_ms) == before
+
+
+def test_second_copy_in_free_space_only_and_not_into_a_full_mesh():
+    rec = lambda: used_at(model("m", copies=["a"]), NOW - 10 * MIN, NOW - SEC)  # noqa: E731
+    # the other pod has no room for it: nothing (a second copy never evicts)
+    assert second_copies(plan([rec()], [pod("a", used=10 * MiB, count=1), pod("b", used=95 * MiB)],
+                              now_ms=NOW)) == []
+    # room on b, but the mesh would keep less than 10% free (ModelMesh's condition)
+    full = [pod("a", used=95 * MiB, count=5), pod("b", used=76 * MiB)]
+    assert second_copies(plan([rec()], full, now_ms=NOW)) == []
+    # past the pressure line the extra copy would be dropped again at once: not added
+    s = PlannerSettings(second_copy_min_free_fraction=0.0, pressure_fraction=0.8)
+    near = [pod("a", used=85 * MiB, count=5), pod("b", used=70 * MiB)]  # 155 + 10 of 200: over 0.8
+    assert second_copies(plan([rec()], near, now_ms=NOW, settings=s)) == []
+    # one pod only, a cap of one copy, or the setting off: nothing
+    assert second_copies(plan([rec()], [pod("a", used=10 * MiB)], now_ms=NOW)) == []
+    capped = used_at(model("m", copies=["a"], max_copies=1), NOW - 10 * MIN, NOW - SEC)
+    assert second_copies(plan([capped], [pod("a", used=10 * MiB), pod("b")], now_ms=NOW)) == []
+    off = PlannerSettings(second_copy=False)
+    assert second_copies(plan([rec()], [pod("a", used=10 * MiB), pod("b")], now_ms=NOW, settings=off)) == []
+
+
+def test_second_copy_goes_to_a_pod_with_room_and_not_where_the_load_failed():
+    rec = used_at(model("m", copies=["a"], failed={"b": FailureInfo(NOW - MIN, "bad")}),
+                  NOW - 20 * MIN, NOW - SEC)
+    pods = [pod("a", used=10 * MiB, count=1), pod("b"), pod("c", used=95 * MiB), pod("d", used=40 * MiB)]
+    assert kinds(second_copies(plan([rec], pods, now_ms=NOW))) == [("load", "m", "d")]
+    # a model that already has two copies (or one loading) gets no more from this rule
+    two = used_at(model("m", copies=["a", "d"]), NOW - 20 * MIN, NOW - SEC)
+    assert second_copies(plan([two], pods, now_ms=NOW)) == []
+    loading = used_at(model("m", copies=["a"]), NOW - 20 * MIN, NOW - SEC)
+    loading.copies["d"] = CopyInfo("loading", NOW, 10 * MiB)
+    assert second_copies(plan([loading], pods, now_ms=NOW)) == []
+
+
+async def test_the_usage_flush_keeps_the_earlier_use_for_the_planner(monkeypatch):
+    # plane.pod.accounting.Usage.flush calls usage.note_use before used_ms moves: a use 12 minutes
+    # after the previous one, flushed by a pod, makes the leader's next plan add a second copy
+    registry = FakeRegistry()
+    registry.put(model("m", copies=["a"]))
+    acct = accounting.Usage("a", registry, fake_view(registry))
+    clock = [NOW - 12 * MIN]
+    monkeypatch.setattr(accounting, "now_ms", lambda: clock[0])
+    for t in (NOW - 12 * MIN, NOW - 12 * MIN + 2 * SEC, NOW):
+        clock[0] = t
+        acct.record("m")
+        assert await acct.flush() == 1
+    rec = registry.model("m")
+    assert (rec.prev_used_ms, rec.used_ms) == (NOW - 12 * MIN + 2 * SEC, NOW)
+    pods = [pod("a", used=10 * MiB, count=1), pod("b")]
+    assert kinds(second_copies(plan([rec], pods, now_ms=NOW + 5 * SEC))) == [("load", "m", "b")]

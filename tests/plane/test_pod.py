@@ -216,9 +216,7 @@ def test_management_api_register_load_status_unregister(plane_client, endpoints)
         np.testing.assert_allclose(y, np.arange(4) * 2 + 1)
         mm.unregisterModel(mpb.UnregisterModelRequest(modelId=model_id))
         assert mm.getModelStatus(mpb.GetStatusRequest(modelId=model_id)).status == MS.NOT_FOUND
-        with pytest.raises(grpc.RpcError) as exc:
-            mm.unregisterModel(mpb.UnregisterModelRequest(modelId=model_id))
-        assert exc.value.code() == grpc.StatusCode.NOT_FOUND
+        mm.unregisterModel(mpb.UnregisterModelRequest(modelId=model_id))  # unknown id: done (ModelMesh)
     wait_for(lambda: any(e.kind == "unload" and e.model == model_id and e.pod == holder
                          for e in plane_client.events(limit=0)), what="unload event")
 

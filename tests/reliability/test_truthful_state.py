@@ -2,7 +2,7 @@
 cannot fit anywhere. Real etcd, real pods, real onnxruntime sessions, traffic from threads.
 
 Each pod's own truth is its published instance record (built from its cache: copy count and
-bytes charged) and its ``modelmesh_models_loaded_total`` metric; the registry's picture is the
+bytes charged) and its ``modelmesh_instance_models_total`` metric; the registry's picture is the
 copies listed in the model records. The figures the tests measure are printed (``-s`` shows them).
 """
 
@@ -61,7 +61,7 @@ def in_agreement(d: dict[str, dict[str, int]]) -> bool:
 
 def loaded_metric(metrics_endpoint: str) -> int:
     text = urllib.request.urlopen(f"http://{metrics_endpoint}/metrics", timeout=5).read().decode()
-    return int(float(re.search(r"^modelmesh_models_loaded_total (\S+)$", text, re.M).group(1)))
+    return int(float(re.search(r"^modelmesh_instance_models_total (\S+)$", text, re.M).group(1)))
 
 
 def zipf_traffic(endpoints: list[str], models: list[demo.DemoModel], total: int, threads_per_pod: int = 2) -> int:
