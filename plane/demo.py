@@ -1,4 +1,5 @@
-"""Real, small demo ONNX models trained on scikit-learn's bundled datasets.
+"""Real, small demo models trained on scikit-learn's bundled datasets: ONNX by default, and
+scikit-learn (joblib), XGBoost (JSON) and LightGBM (text) files on request.
 
 Nothing is downloaded: ``digits``, ``iris``, ``wine`` and ``breast_cancer`` ship with
 scikit-learn. Models are trained with a handful of estimator kinds and converted with
@@ -6,6 +7,15 @@ skl2onnx. Classifiers are converted with ``zipmap`` disabled so that every outpu
 tensor (``label``: INT64 ``[N]``, ``probabilities``: FP32 ``[N, n_classes]``); regressors
 output ``variable``: FP32 ``[N, 1]``. Every model takes one input ``input``: FP32
 ``[N, n_features]``.
+
+:func:`generate_models` writes ONNX models unless ``formats`` asks for a mix (shares such as
+``{"onnx": 0.5, "sklearn": 0.2, "xgboost": 0.15, "lightgbm": 0.15}``). The other formats are the
+files those runtimes load (``model.joblib``: the same fitted scikit-learn estimator, pickled;
+``model.json``: an ``XGBClassifier``/``XGBRegressor`` of a few shallow trees; ``model.txt``: an
+``LGBMClassifier``/``LGBMRegressor`` booster), trained on the same rows, so :func:`sample_input`
+fits every model of a dataset. Served by ``plane.runtimes``, they answer the ONNX models' names
+(``label``/``probabilities``; regressors ``prediction``). Model ``i`` of a mix is the same model
+it would be in an all-ONNX set when it is ONNX, so sizes and ids of ONNX models do not move.
 
 Helpers for benchmarks and cache tests: :func:`make_medium_model` (a random forest of a few
 MB), :func:`make_tiny_model` (``y = x * 2 + 1`` built with ``onnx.helper``),
@@ -27,6 +37,7 @@ import numpy as np
 __all__ = [
     "DATASETS",
     "ESTIMATORS",
+    "FORMATS",
     "DemoModel",
     "generate_models",
     "make_corrupt_model",
@@ -44,6 +55,10 @@ ESTIMATORS: tuple[str, ...] = ("logreg", "tree", "forest", "gnb", "mlp", "ridge"
 
 _REGRESSORS = {"ridge", "treereg"}
 
+#: Model formats :func:`generate_models` can write, and the file each is written to.
+FORMATS: dict[str, str] = {"onnx": "model.onnx", "sklearn": "model.joblib", "xgboost": "model.json",
+                           "lightgbm": "model.txt"}
+
 INPUT_NAME = "input"
 MANIFEST = "manifest.json"
 
@@ -58,6 +73,7 @@ class DemoModel:
     estimator: str
     n_features: int
     file_size: int
+    type: str = "onnx"  # the model type to register it with (one of FORMATS)
 
 
 @functools.cache
@@ -161,32 +177,112 @@ def _write(path: pathlib.Path, data: bytes) -> int:
     return len(data)
 
 
+def _assign_formats(n: int, formats: dict[str, float] | None) -> list[str]:
+    """The format of each of ``n`` models: shares spread evenly through the sequence (smooth
+    weighted round robin, deterministic), so any prefix of the set has about the same mix."""
+    if formats is None:
+        return ["onnx"] * n
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise ValueError(f"unknown model format(s) {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
+    shares = {f: float(w) for f, w in formats.items() if w}
+    if any(w < 0 for w in shares.values()) or not shares:
+        raise ValueError("format shares must be >= 0 and not all zero")
+    total = sum(shares.values())
+    credit = dict.fromkeys(shares, 0.0)
+    out = []
+    for _ in range(n):
+        for f in credit:
+            credit[f] += shares[f] / total
+        chosen = max(credit, key=lambda f: credit[f])  # first of the largest: dict order breaks ties
+        credit[chosen] -= 1.0
+        out.append(chosen)
+    return out
+
+
+def _train_boosted(fmt: str, dataset: str, regressor: bool, variant: int, seed: int):
+    """A few shallow trees of XGBoost or LightGBM, on the same subsample scheme as :func:`_train`."""
+    x, y = _load(dataset)
+    rng = np.random.default_rng([seed, variant])
+    rows = rng.random(x.shape[0]) < 0.85
+    rs = seed * 1000 + variant
+    trees, depth = 3 + variant % 5, 2 + variant % 3
+    if fmt == "xgboost":
+        import xgboost as xgb
+
+        cls = xgb.XGBRegressor if regressor else xgb.XGBClassifier
+        est = cls(n_estimators=trees, max_depth=depth, learning_rate=0.3, random_state=rs, n_jobs=1)
+    else:
+        import lightgbm as lgb
+
+        lcls = lgb.LGBMRegressor if regressor else lgb.LGBMClassifier
+        est = lcls(n_estimators=trees, num_leaves=2 ** depth, min_child_samples=5, random_state=rs, n_jobs=1,
+                   verbose=-1)
+    target = y[rows].astype(np.float32) if regressor else y[rows]
+    return est.fit(x[rows], target)
+
+
+def _serialize(fmt: str, est, n_features: int, model_id: str, path: pathlib.Path) -> bytes:
+    if fmt == "onnx":
+        return _to_onnx(est, n_features, model_id)
+    if fmt == "sklearn":
+        import io
+
+        import joblib
+
+        buf = io.BytesIO()
+        joblib.dump(est, buf)
+        return buf.getvalue()
+    if fmt == "xgboost":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        scratch = path.with_name(".scratch-" + path.name)  # XGBoost picks the format by the suffix
+        est.save_model(str(scratch))
+        data = scratch.read_bytes()
+        scratch.unlink()
+        return data
+    return est.booster_.model_to_string().encode()
+
+
 def generate_models(
     out_dir: pathlib.Path,
     n: int,
     *,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    formats: dict[str, float] | None = None,
 ) -> list[DemoModel]:
-    """Train and write ``n`` demo models to ``out_dir/<model_id>/model.onnx`` plus ``manifest.json``.
+    """Train and write ``n`` demo models to ``out_dir/<model_id>/model.<ext>`` plus ``manifest.json``.
 
     Model ``i`` uses dataset ``DATASETS[i % 4]`` and estimator ``ESTIMATORS[i % 7]`` (so all
     28 combinations appear within 28 models), with hyperparameters and a row subsample that
     depend on ``i`` and ``seed``. Ids look like ``demo-digits-logreg-0000``. ``progress`` is
     called as ``progress(done, n)`` after each model.
+
+    ``formats`` (shares by format, see :data:`FORMATS`; default: all ONNX) mixes in other
+    formats: a scikit-learn model is estimator ``ESTIMATORS[i % 7]`` pickled
+    (``demo-iris-forest-sklearn-0005``); XGBoost and LightGBM models are classifiers, or
+    regressors where the estimator would be one (``demo-wine-xgb-0002``, ``demo-iris-lgbmreg-0006``).
+    ``DemoModel.type`` is the model type to register each with.
     """
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     models: list[DemoModel] = []
-    for i in range(n):
+    for i, fmt in enumerate(_assign_formats(n, formats)):
         dataset = DATASETS[i % len(DATASETS)]
         kind = ESTIMATORS[i % len(ESTIMATORS)]
-        model_id = f"demo-{dataset.replace('_', '-')}-{kind}-{i:04d}"
-        rel = f"{model_id}/model.onnx"
-        est = _train(dataset, kind, i, seed)
+        ds = dataset.replace("_", "-")
+        if fmt in ("onnx", "sklearn"):
+            model_id = f"demo-{ds}-{kind}-{i:04d}" if fmt == "onnx" else f"demo-{ds}-{kind}-sklearn-{i:04d}"
+            est = _train(dataset, kind, i, seed)
+        else:
+            regressor = kind in _REGRESSORS
+            kind = ("xgb" if fmt == "xgboost" else "lgbm") + ("reg" if regressor else "")
+            model_id = f"demo-{ds}-{kind}-{i:04d}"
+            est = _train_boosted(fmt, dataset, regressor, i, seed)
+        rel = f"{model_id}/{FORMATS[fmt]}"
         n_features = _load(dataset)[0].shape[1]
-        size = _write(out_dir / rel, _to_onnx(est, n_features, model_id))
-        models.append(DemoModel(model_id, rel, dataset, kind, n_features, size))
+        size = _write(out_dir / rel, _serialize(fmt, est, n_features, model_id, out_dir / rel))
+        models.append(DemoModel(model_id, rel, dataset, kind, n_features, size, fmt))
         if progress is not None:
             progress(i + 1, n)
     manifest = {"seed": seed, "count": n, "models": [asdict(m) for m in models]}

@@ -1,5 +1,10 @@
 """onnxruntime sessions: load a model file, describe its tensors, measure its memory, infer.
 
+The measurement (:func:`measure`) is shared: every runtime in :mod:`plane.runtimes` (ONNX,
+scikit-learn, XGBoost, LightGBM) measures its models with it, so sizes mean the same thing
+whatever the format. ``ModelSession`` and ``ModelLoadError`` live in :mod:`plane.runtimes.base`
+and are importable from here as before.
+
 Memory accounting. A model's ``size`` is the heap memory its session holds: the growth of
 the C allocator's bytes in use across creating the session *and* running it once on a
 zero-filled input (dynamic dims become 1; onnxruntime allocates some state lazily on the
@@ -42,68 +47,26 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import mmap
 import pathlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import numpy as np
 import onnxruntime as ort
 import psutil
 
+from plane.runtimes.base import ModelLoadError, ModelSession
 from plane.tensors import DATATYPES, TensorError, TensorSpec, onnx_type_to_datatype
 
-__all__ = ["ModelSession", "ModelLoadError", "load_session", "memory_in_use", "warm_up"]
+__all__ = ["Measurement", "ModelSession", "ModelLoadError", "load_session", "measure", "memory_in_use", "warm_up"]
 
 _load_lock = threading.Lock()  # allocator deltas are only meaningful when loads do not overlap
-
-
-class ModelLoadError(Exception):
-    """The file is not a model onnxruntime can run; the message says why."""
-
-
-@dataclass
-class ModelSession:
-    model_id: str
-    session: ort.InferenceSession
-    inputs: dict[str, TensorSpec]
-    outputs: dict[str, TensorSpec]
-    output_names: list[str]
-    size: int
-    file_size: int
-    load_ms: float
-    source: str = ""
-    avg_run_us: float = 0.0
-    runs: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    #: how ``size`` was measured: "mallinfo2" (allocator bytes in use) or "rss" (fallback)
-    size_method: str = "mallinfo2"
-    #: whether the zero-filled first run inside the measurement succeeded
-    warm_run: bool = False
-
-    def run(self, inputs: dict[str, np.ndarray], requested: list[str] | None = None) -> dict[str, np.ndarray]:
-        names = requested or self.output_names
-        for name in names:
-            if name not in self.outputs:
-                raise TensorError(
-                    f"model {self.model_id} has no output {name!r}; outputs are {', '.join(self.output_names)}"
-                )
-        t0 = time.perf_counter()
-        try:
-            results = self.session.run(names, inputs)
-        except (ort.capi.onnxruntime_pybind11_state.InvalidArgument,
-                ort.capi.onnxruntime_pybind11_state.InvalidGraph) as exc:
-            raise TensorError(f"model {self.model_id} rejected the input: {_short(exc)}") from exc
-        except ort.capi.onnxruntime_pybind11_state.Fail as exc:
-            raise TensorError(f"model {self.model_id} could not run on the input: {_short(exc)}") from exc
-        dt = (time.perf_counter() - t0) * 1e6
-        # An exponential average of run time decides whether requests run inline on the
-        # event loop (tiny models) or on a worker thread (models that would stall it).
-        self.avg_run_us = dt if self.runs == 0 else 0.9 * self.avg_run_us + 0.1 * dt
-        self.runs += 1
-        return dict(zip(names, results, strict=True))
+T = TypeVar("T")
 
 
 def _short(exc: Exception) -> str:
@@ -111,7 +74,11 @@ def _short(exc: Exception) -> str:
     return text[:300]
 
 
-def _specs(args: list) -> dict[str, TensorSpec]:
+def _specs(args: list, unranked: Collection[str] = ()) -> dict[str, TensorSpec]:
+    """TensorSpecs of onnxruntime NodeArgs. onnxruntime reports ``[]`` both for a scalar and
+    for a tensor declared with no shape (and runs any shape for either); the names in
+    ``unranked`` are the latter (see :func:`_shapeless`) and get ``any_rank`` specs, which
+    ModelMetadata shows as ``[-1]``."""
     out: dict[str, TensorSpec] = {}
     for arg in args:
         try:
@@ -119,8 +86,72 @@ def _specs(args: list) -> dict[str, TensorSpec]:
         except (KeyError, ValueError, TensorError) as exc:
             raise ModelLoadError(f"tensor {arg.name!r} has type {arg.type} which KServe V2 cannot carry") from exc
         shape = [d if isinstance(d, int) and d >= 0 else -1 for d in (arg.shape or [])]
-        out[arg.name] = TensorSpec(arg.name, datatype, shape)
+        unknown_rank = not shape and arg.name in unranked
+        out[arg.name] = TensorSpec(arg.name, datatype, [-1] if unknown_rank else shape, any_rank=unknown_rank)
     return out
+
+
+# --- which graph inputs/outputs have no shape: a walk of the protobuf wire format -------------
+
+def _varint(buf, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _fields(buf, pos: int, stop: int) -> Iterator[tuple[int, int, int]]:
+    """``(field number, start, end)`` of the length-delimited fields of the message in
+    ``buf[pos:stop]``; other fields are skipped, their contents never read."""
+    while pos < stop:
+        key, pos = _varint(buf, pos)
+        wire = key & 7
+        if wire == 0:
+            pos = _varint(buf, pos)[1]
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+        elif wire == 2:
+            size, pos = _varint(buf, pos)
+            yield key >> 3, pos, pos + size
+            pos += size
+        else:
+            raise ValueError("unsupported wire type")
+    if pos != stop:
+        raise ValueError("truncated message")
+
+
+def _has_shape(buf, pos: int, stop: int) -> bool:
+    """Whether a TypeProto (tensor_type = 1, sparse_tensor_type = 8) carries a shape (= 2)."""
+    for num, start, end in _fields(buf, pos, stop):
+        if num in (1, 8):
+            return any(n == 2 for n, _, _ in _fields(buf, start, end))
+    return True  # not a tensor: its rank is not ours to relax
+
+
+def _shapeless(path: pathlib.Path, names: set[str]) -> set[str]:
+    """Which of ``names`` the model file declares with no shape at all (ModelProto.graph = 7,
+    GraphProto.input = 11 / output = 12, ValueInfoProto name = 1, type = 2). The file is mapped,
+    not read: weights are skipped by length. If it cannot be walked, all of ``names`` (accepting
+    any shape is what onnxruntime does for them anyway)."""
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            ranked: set[str] = set()
+            for num, start, end in _fields(buf, 0, len(buf)):
+                if num != 7:
+                    continue
+                for gnum, gstart, gend in _fields(buf, start, end):
+                    if gnum not in (11, 12):
+                        continue
+                    vi = {n: (a, b) for n, a, b in _fields(buf, gstart, gend)}
+                    if 1 in vi and (2 not in vi or _has_shape(buf, *vi[2])):
+                        ranked.add(bytes(buf[vi[1][0]:vi[1][1]]).decode("utf-8", "replace"))
+            return names - ranked
+    except (OSError, ValueError, IndexError):
+        return set(names)
 
 
 # --- allocator readings ---------------------------------------------------------------------
@@ -230,23 +261,67 @@ _REPEATS = 3
 
 
 @dataclass
-class _Measured:
+class Measurement(Generic[T]):
+    """What :func:`measure` found: the object built first (kept alive) and what it holds."""
+
+    value: T
+    delta: int  # allocator bytes in use that the object holds (median of three when small)
+    method: str  # "mallinfo2", or "rss" without glibc
+
+
+def measure(build: Callable[[], T], *, prepare: Callable[[], object] | None = None,
+            repeats: int | Callable[[int], int] = _REPEATS, collect: bool = False) -> Measurement[T]:
+    """Measure what ``build()`` (load a model *and* run it once) leaves allocated.
+
+    Under the module's load lock, with the cyclic GC paused: the bytes in use before and after
+    ``build()``, with its result alive. A result holding under 4 MiB is built ``repeats - 1``
+    more times (``repeats`` may be a function of the first delta; all alive, each reading
+    chained to the previous one) and the median delta kept;
+    the extra results are freed before the lock is released. ``prepare`` runs under the lock
+    before the first reading (a library's one-time setup, which no model should be charged).
+    ``collect`` runs a young-generation collection before each reading, for libraries whose
+    Python wrappers leave reference cycles behind (XGBoost's per-call proxy matrices): garbage is
+    not model memory. Exceptions from ``build`` propagate.
+    """
+
+    def reading() -> tuple[int, str]:
+        if collect:
+            gc.collect(0)
+        return memory_in_use()
+
+    with _load_lock, _gc_paused():
+        if prepare is not None:
+            prepare()
+        before, method = reading()
+        first = build()
+        after, _ = reading()
+        delta = after - before
+        if method != "mallinfo2" or delta >= _REPEAT_BELOW:
+            return Measurement(first, delta, method)
+        extra = []  # all stay alive until measured; each "before" is the previous "after"
+        deltas = [delta]
+        for _ in range((repeats(delta) if callable(repeats) else repeats) - 1):
+            before = after
+            again = build()
+            after, _ = reading()
+            extra.append(again)
+            deltas.append(after - before)
+        extra.clear()  # the extra results are freed here, inside the lock, not during another load
+        deltas.sort()
+        return Measurement(first, deltas[len(deltas) // 2], method)
+
+
+@dataclass
+class _Built:
     session: ort.InferenceSession
     inputs: dict[str, TensorSpec]
     outputs: dict[str, TensorSpec]
     load_ms: float
     warm_run: bool
-    delta: int
-    method: str
-    after: int
 
 
-def _create(path: pathlib.Path, opts: ort.SessionOptions, before: int | None = None) -> _Measured:
-    """Create a session and run it once; the delta is what it holds with the session alive."""
-    if before is None:
-        before, method = memory_in_use()
-    else:
-        method = "mallinfo2"
+def _create(path: pathlib.Path, opts: ort.SessionOptions) -> _Built:
+    """Create a session and run it once (what :func:`measure` measures)."""
     t0 = time.perf_counter()
     try:
         sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
@@ -256,20 +331,7 @@ def _create(path: pathlib.Path, opts: ort.SessionOptions, before: int | None = N
     inputs = _specs(sess.get_inputs())
     outputs = _specs(sess.get_outputs())
     warm = _first_run(sess, inputs)
-    after, _ = memory_in_use()
-    return _Measured(sess, inputs, outputs, load_ms, warm, after - before, method, after)
-
-
-def _measure(path: pathlib.Path, opts: ort.SessionOptions) -> tuple[_Measured, int]:
-    first = _create(path, opts)
-    if first.method != "mallinfo2" or first.delta >= _REPEAT_BELOW:
-        return first, first.delta
-    runs = [first]  # all stay alive until measured; each "before" is the previous "after"
-    for _ in range(_REPEATS - 1):
-        runs.append(_create(path, opts, runs[-1].after))
-    deltas = sorted(m.delta for m in runs)
-    runs.clear()  # the extra sessions are freed here, inside the lock, not during another load
-    return first, deltas[len(deltas) // 2]
+    return _Built(sess, inputs, outputs, load_ms, warm)
 
 
 def load_session(model_id: str, path: pathlib.Path, *, intra_threads: int = 1, source: str = "") -> ModelSession:
@@ -280,21 +342,26 @@ def load_session(model_id: str, path: pathlib.Path, *, intra_threads: int = 1, s
     except OSError as exc:
         raise ModelLoadError(f"cannot read model file: {exc.strerror}") from exc
     opts = _session_options(intra_threads)
-    with _load_lock, _gc_paused():
-        m, delta = _measure(path, opts)
-    size = max(delta, file_size, 4096) if m.method == "rss" else max(delta, file_size)
+    measured = measure(lambda: _create(path, opts))
+    m, delta = measured.value, measured.delta
+    size = max(delta, file_size, 4096) if measured.method == "rss" else max(delta, file_size)
     sess = m.session
+    inputs, outputs = m.inputs, m.outputs
+    bare = {s.name for s in (*inputs.values(), *outputs.values()) if not s.shape}
+    if bare:  # scalar or no shape at all? onnxruntime does not say; the file does
+        unranked = _shapeless(path, bare)
+        inputs, outputs = _specs(sess.get_inputs(), unranked), _specs(sess.get_outputs(), unranked)
     return ModelSession(
         model_id=model_id,
         session=sess,
-        inputs=m.inputs,
-        outputs=m.outputs,
+        inputs=inputs,
+        outputs=outputs,
         output_names=[o.name for o in sess.get_outputs()],
         size=size,
         file_size=file_size,
         load_ms=m.load_ms,
         source=source,
-        size_method=m.method,
+        size_method=measured.method,
         warm_run=m.warm_run,
     )
 

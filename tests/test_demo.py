@@ -135,3 +135,28 @@ def test_corrupt_model_fails_to_load(tmp_path):
     with pytest.raises(Exception) as info:
         session(path)
     assert "onnxruntime" in type(info.value).__module__ or "INVALID" in str(info.value).upper()
+
+
+def test_mixed_formats_load_with_their_runtimes_and_take_the_same_rows(tmp_path):
+    from plane import runtimes
+
+    shares = {"onnx": 0.4, "sklearn": 0.2, "xgboost": 0.2, "lightgbm": 0.2}
+    models = demo.generate_models(tmp_path / "mix", 10, seed=3, formats=shares)
+    assert {m.type: sum(x.type == m.type for x in models) for m in models} == {
+        "onnx": 4, "sklearn": 2, "xgboost": 2, "lightgbm": 2}
+    only_onnx = demo.generate_models(tmp_path / "onnx", 10, seed=3)
+    by_index = {m.model_id[-4:]: m for m in only_onnx}
+    manifest = json.loads((tmp_path / "mix" / "manifest.json").read_text())
+    assert [e["type"] for e in manifest["models"]] == [m.type for m in models]
+    for m in models:
+        assert m.path.endswith(demo.FORMATS[m.type]) and m.file_size == (tmp_path / "mix" / m.path).stat().st_size
+        if m.type == "onnx":  # the same model as in an all-ONNX set
+            twin = by_index[m.model_id[-4:]]
+            assert m.model_id == twin.model_id
+            assert (tmp_path / "mix" / m.path).read_bytes() == (tmp_path / "onnx" / twin.path).read_bytes()
+        sess = runtimes.load(m.type, m.model_id, tmp_path / "mix" / m.path)
+        out = sess.run({"input": demo.sample_input(m.dataset, 3)})
+        assert sess.inputs["input"].shape[1] == m.n_features
+        assert set(out) in ({"label", "probabilities"}, {"prediction"}, {"variable"})
+    with pytest.raises(ValueError, match="unknown model format"):
+        demo.generate_models(tmp_path / "x", 1, formats={"tensorflow": 1.0})

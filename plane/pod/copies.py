@@ -21,6 +21,7 @@ request's load evicts; a planned load (preload, scale-up) uses free space only.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -28,12 +29,12 @@ from typing import Any
 
 import grpc
 
-from plane import operations, placement, storage
+from plane import operations, placement, runtimes, storage
 from plane.cache import CacheEntry, NoRoom, WeightedLRU
 from plane.pod.errors import MeshError, Purpose, q
 from plane.pod.load_errors import TooBig, load_error
 from plane.records import CopyInfo, CopyState, Event, FailureInfo, ModelRecord, RegistryError, now_ms
-from plane.runtime import ModelSession, load_session
+from plane.runtime import ModelSession
 from plane.settings import format_age, format_size
 
 __all__ = ["Copies"]
@@ -48,7 +49,7 @@ class Copies:
 
     def __init__(self, *, pod_id: str, settings: Any, registry: Any, view: Any, metrics: Any,
                  weight: Callable[[CacheEntry], float], changed: Callable[[], None],
-                 loader: Callable[..., ModelSession] = load_session,
+                 loader: Callable[..., ModelSession] | None = None,
                  registry_ok: Callable[[], bool] = lambda: True,
                  note: Callable[[str], None] = lambda kind: None):
         self.pod_id = pod_id
@@ -58,7 +59,7 @@ class Copies:
         self.metrics = metrics
         self.weight = weight
         self.changed = changed  # the instance record should be republished
-        self.loader = loader  # path -> session (onnxruntime; a test may pass its own)
+        self.loader = loader  # path -> session; None: the runtime the model's type names (a test may pass its own)
         self.registry_ok = registry_ok  # False while etcd does not answer: skip writes, repair later
         self.note = note  # counts a transition in this minute's stats (plane.stats)
         self.cache = WeightedLRU(settings.capacity)
@@ -244,8 +245,9 @@ class Copies:
         warnings: list[str] = []
         path, source = await asyncio.to_thread(storage.fetch_model_file, cfg, rec.path, self.disk_cache, head,
                                                warnings.append)
+        load = self.loader or functools.partial(runtimes.load, rec.type, settings=self.settings)
         try:
-            return await asyncio.to_thread(self.loader, model_id, path, intra_threads=self.settings.intra_threads,
+            return await asyncio.to_thread(load, model_id, path, intra_threads=self.settings.intra_threads,
                                            source=source)
         finally:
             storage.release_model_file(path)  # a scratch download only; cache entries stay
