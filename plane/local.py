@@ -65,9 +65,10 @@ POD_STOP_TIMEOUT_S = 15.0
 ETCD_STOP_TIMEOUT_S = 5.0
 FAILED_START_STOP_S = 5.0  # stopping what a failed `mesh up` started
 STATE_FILE = "plane.json"
+REST_BASE_PORT = 8008  # ModelMesh's REST proxy port: embedded pods get consecutive ports from here
 ETCD_MARKER, POD_MARKER = "etcd", "plane.pod"  # in the command lines (pid checks of old records)
 # Not recorded for restarts: per pod, or a secret that must not sit in plane.json.
-_UNRECORDED = {"grpc_port", "metrics_port", "pod_id", "etcd_password", "peer_token"}  # secrets stay out
+_UNRECORDED = {"grpc_port", "metrics_port", "rest_port", "pod_id", "etcd_password", "peer_token"}  # secrets stay out
 
 PortTaken = supervise.PortTaken
 Progress = Callable[[str, int, int], None]  # (message, done, total)
@@ -85,6 +86,7 @@ class PodProcess:
     metrics_port: int = 0
     log: str = ""
     started: float = 0.0  # process start time (pid reuse check); 0 in records of older versions
+    rest_port: int = 0  # KServe V2 REST port (0 in records of older versions: none)
 
     @property
     def port(self) -> int:
@@ -281,18 +283,23 @@ def _start(settings: MeshSettings, pods: int, capacity: int | None, tls: bool, r
     procs: list[subprocess.Popen] = []
     try:
         port = settings.grpc_port
+        rest_port = settings.rest_port or REST_BASE_PORT
         for i in range(pods):
             while not port_is_free(port, settings.host):
                 port += 1
+            while not port_is_free(rest_port, settings.host) or rest_port == port:
+                rest_port += 1
             metrics_port = free_port(settings.host)
             pod_id = f"pod-{i}"
             log_path = state_dir / "logs" / f"{pod_id}.log"
-            proc = start_pod(settings, port=port, metrics_port=metrics_port, pod_id=pod_id, log_path=log_path)
+            proc = start_pod(settings, port=port, metrics_port=metrics_port, pod_id=pod_id, log_path=log_path,
+                             rest_port=rest_port)
             procs.append(proc)
             plane.pods.append(PodProcess(pod_id, proc.pid, f"{settings.host}:{port}", metrics_port, str(log_path),
-                                         start_time(proc.pid)))
+                                         start_time(proc.pid), rest_port))
             plane.save()  # recorded at once: `mesh down` finds it even if this process dies now
             port += 1
+            rest_port += 1
         if wait_ready:
             for i, (proc, pod) in enumerate(zip(procs, plane.pods, strict=True)):
                 report(f"waiting for {pod.pod_id} at {pod.endpoint}", 1 + i, total)
@@ -336,6 +343,8 @@ def _restart(health: Health, current: MeshSettings, report: Progress, wait_ready
         pod_host = settings.host  # what the pod binds
         ports += [(pod_host, pod.port, f"{pod.pod_id} (gRPC port)"),
                   (pod_host, pod.metrics_port, f"{pod.pod_id} (metrics port)")]
+        if pod.rest_port:
+            ports.append((pod_host, pod.rest_port, f"{pod.pod_id} (REST port)"))
     supervise.require_free_ports(ports)  # before starting anything
     total = len(health.dead) + 1
     started: list[subprocess.Popen] = []
@@ -357,7 +366,7 @@ def _restart(health: Health, current: MeshSettings, report: Progress, wait_ready
             report(f"restarting {pod.pod_id} at {pod.endpoint}", len(started), total)
             log_path = pathlib.Path(pod.log or state_dir / "logs" / f"{pod.pod_id}.log")
             proc = start_pod(settings, port=pod.port, metrics_port=pod.metrics_port, pod_id=pod.pod_id,
-                             log_path=log_path)
+                             log_path=log_path, rest_port=pod.rest_port)
             started.append(proc)
             procs.append(proc)
             pod.pid, pod.started, pod.log = proc.pid, start_time(proc.pid), str(log_path)

@@ -182,6 +182,7 @@ class InstanceRecord:
     pod_id: str
     endpoint: str  # host:port of the gRPC server
     metrics_endpoint: str = ""
+    rest_endpoint: str = ""  # host:port of the KServe V2 REST server ("" when it has none)
     capacity: int = 0
     used: int = 0
     count: int = 0

@@ -112,6 +112,8 @@ class MeshSettings(BaseSettings):
         default=None, description="Address peers use to reach this pod (default: host)."
     )
     grpc_port: int = Field(default=8033, description="Inference + management port of the first pod.")
+    rest_port: int = Field(default=0, description="KServe V2 REST (HTTP/JSON) port of a pod (0: none). `mesh up` "
+                           "gives its pods consecutive ports from 8008 (ModelMesh's REST port) unless this is set.")
     metrics_port: int = Field(default=2112, description="Prometheus metrics port of a pod (0: off).")
     pod_id: str | None = Field(default=None, description="This pod's id (default: hostname-port).")
     capacity: Size = Field(default=256 * 1024**2, description="Model cache capacity per pod, bytes.")

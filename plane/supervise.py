@@ -283,13 +283,14 @@ def start_etcd(data_dir: pathlib.Path, *, port: int | None = None, log_path: pat
 
 
 def start_pod(settings: MeshSettings, *, port: int, metrics_port: int, pod_id: str,
-              log_path: pathlib.Path) -> subprocess.Popen:
+              log_path: pathlib.Path, rest_port: int = 0) -> subprocess.Popen:
     """Start one runtime pod process (``python -m plane.pod``) with exactly these settings."""
     env = settings.child_env()
     for name, value in settings.model_dump().items():
         if value is None:  # unset here: not inherited from this process's environment either
             env.pop(f"MESH_{name.upper()}", None)
-    env.update({"MESH_GRPC_PORT": str(port), "MESH_POD_ID": pod_id, "MESH_METRICS_PORT": str(metrics_port)})
+    env.update({"MESH_GRPC_PORT": str(port), "MESH_POD_ID": pod_id, "MESH_METRICS_PORT": str(metrics_port),
+                "MESH_REST_PORT": str(rest_port)})
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(

@@ -116,6 +116,7 @@ def _status_pods(snap: Any, health: Any) -> list[dict[str, Any]]:
             continue
         rows.append({
             "pod_id": pod.pod_id, "endpoint": pod.endpoint, "metrics_endpoint": _metrics_endpoint(pod),
+            "rest_endpoint": f"{pod.endpoint.rpartition(':')[0]}:{pod.rest_port}" if pod.rest_port else None,
             "ready": False if snap is not None or not alive else None, "shutting_down": None,
             "capacity": capacity, "used": None, "models_loaded": None, "loading": None, "rpm": None,
             "pid": pod.pid, "alive": alive, "registered": False if snap is not None else None,
@@ -129,6 +130,7 @@ def _registered_pod(p: Any) -> dict[str, Any]:
         "pod_id": p.pod_id,
         "endpoint": p.endpoint,
         "metrics_endpoint": p.metrics_endpoint,
+        "rest_endpoint": p.rest_endpoint or None,
         "ready": not p.shutting_down,
         "shutting_down": p.shutting_down,
         "capacity": p.capacity,
@@ -307,22 +309,25 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    # The UIs are separate packages that plane never imports: start them as processes.
-    import subprocess
+    # The UIs are separate packages that plane never imports: run them as programs. exec, not a
+    # child: `mesh` becomes the launcher, so SIGTERM/SIGINT/SIGHUP reach the process that stops
+    # the Streamlit server (dashboard.launch forwards them and waits), and nothing is orphaned.
+    import os
 
     argv = [sys.executable, "-m", "dashboard.launch"]
     if args.port:
         argv += ["--port", str(args.port)]
-    try:
-        return subprocess.call(argv)
-    except KeyboardInterrupt:
-        return EXIT_OK
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)
+    return EXIT_OK  # not reached
 
 
 def cmd_console(args: argparse.Namespace) -> int:
-    import subprocess
+    # exec, as for the dashboard: the console is then the process the terminal's signals reach.
+    import os
 
-    try:
-        return subprocess.call([sys.executable, "-m", "console.app", *args.rest])
-    except KeyboardInterrupt:
-        return EXIT_OK
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "console.app", *args.rest])
+    return EXIT_OK  # not reached

@@ -76,6 +76,7 @@ class Pod:
         self.started_ms = now_ms()
         self.stopped = asyncio.Event()
         self.server: grpc.aio.Server | None = None
+        self.rest: Any = None  # plane.rest.RestServer when MESH_REST_PORT is set
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         fail = self.metrics.registry_write_failed
@@ -108,6 +109,7 @@ class Pod:
         return InstanceRecord(
             pod_id=self.pod_id, endpoint=self.endpoint,
             metrics_endpoint=f"{self.settings.host}:{self.metrics_port}" if self.metrics_port else "",
+            rest_endpoint=f"{self.settings.advertise_host or self.settings.host}:{self.rest.port}" if self.rest else "",
             capacity=cache.capacity, used=cache.used, count=len(cache), lru_ms=int(cache.lru_time()),
             loading=len(self.copies.ready), max_loads=self.settings.max_concurrent_loads,
             rpm=self.usage.pod_rpm(), in_flight=self.router.in_flight, shutting_down=self.shutting_down,
@@ -187,6 +189,11 @@ class Pod:
         if self.metrics_port:
             self.metrics.serve(self.metrics_port, self.settings.host)
         await self.server.start()
+        if self.settings.rest_port:
+            from plane.rest import rest_ssl_context, start_rest
+
+            self.rest = await start_rest(self, self.settings.host, self.settings.rest_port,
+                                         ssl_context=rest_ssl_context(self.settings))
         self._loop("keepalive", self.membership.keepalive_loop)
         self._loop("publish", self.membership.publish_loop)
         self._loop("usage", lambda: self.usage.loop(self.settings.usage_flush_s))
@@ -237,6 +244,8 @@ class Pod:
             await asyncio.wait_for(self._release(), SHUTDOWN_RELEASE_S)
         except TimeoutError:
             log.warning("registry not updated within %.0fs; the lease expiry will clear this pod", SHUTDOWN_RELEASE_S)
+        if self.rest is not None:
+            await self.rest.close()
         if self.server is not None:
             await self.server.stop(SHUTDOWN_GRACE_S)
         for task in self._tasks.values():

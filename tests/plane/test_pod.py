@@ -355,3 +355,28 @@ def test_an_operator_loads_and_unloads_a_copy_on_a_chosen_pod(plane_client, plan
     assert plane_client.unload_copy(model_id, pod) is False  # nothing left to unload
     reasons = [e.reason for e in plane_client.events(limit=0) if e.kind == "unload" and e.model == model_id]
     assert reasons == ["unloaded by an operator"]
+
+
+def test_every_pod_answers_kserve_v2_rest_as_named_by_mesh_status(plane, plane_client):
+    """REST on the port `mesh status --json` names, routed like gRPC (a pod without the copy)."""
+    import json as _json
+    import subprocess
+    import sys
+    import urllib.request
+
+    lp, settings, _ = plane
+    env = {**settings.child_env(), "MESH_ETCD": settings.etcd}
+    out = subprocess.run([sys.executable, "-m", "plane.cli", "status", "--json"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    pods = _json.loads(out.stdout)["pods"]
+    rest = [p["rest_endpoint"] for p in pods if p.get("alive", True)]
+    assert rest and all(r and r.count(":") == 1 for r in rest)
+    model_id = uid("rest")
+    plane_client.register_model(model_id, path="tiny/model.onnx")
+    body = _json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [0, 1, 2, 3]}]})
+    for endpoint in rest:
+        req = urllib.request.Request(f"http://{endpoint}/v2/models/{model_id}/infer", data=body.encode(),
+                                     headers={"Content-Type": "application/json"})
+        answer = _json.loads(urllib.request.urlopen(req, timeout=60).read())
+        assert answer["outputs"][0]["data"] == [1.0, 3.0, 5.0, 7.0]
+    assert len(plane_client.get_model(model_id).loaded_on()) == 1  # one copy served all pods' REST
