@@ -1,9 +1,11 @@
 """mesh-console: the Textual app.
 
 Start-up: a thread worker connects to the plane's etcd (``--etcd``/``MESH_ETCD``, else the
-embedded plane recorded in the state dir), reads every registry table once and then follows
-an etcd watch (:mod:`console.live`). Views draw from the app's :class:`~console.state.PlaneState`
-and are told which keys each watch batch touched. When etcd goes away the worker reports it
+embedded plane recorded in the state dir), reads every registry table once, then the history
+(the event log and the last hour of the pods' per-minute stats), and then follows an etcd
+watch (:mod:`console.live`). The stats live outside the watched prefix, so a timer polls the
+last few minutes of them. Views draw from the app's :class:`~console.state.PlaneState` and
+are told which keys each watch batch touched. When etcd goes away the worker reports it
 and a one-shot timer starts a new connection attempt, so polls never overlap and the UI never
 waits on etcd. When no plane is running at all, the console offers to start the embedded one.
 """
@@ -23,9 +25,9 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
-from console import keymaps
-from console.live import follow, read_state
-from console.messages import NoPlane, PlaneChanged, PlaneConnected, PlaneLost
+from console import commands, keymaps
+from console.live import follow, read_history, read_state
+from console.messages import HistoryLoaded, NoPlane, PlaneChanged, PlaneConnected, PlaneLost, StatsUpdated
 from console.screens.base import ViewScreen
 from console.screens.dialogs import CommandBar, ConfirmScreen, KeysScreen
 from console.screens.events import EventsScreen
@@ -33,6 +35,7 @@ from console.screens.install import InstallScreen
 from console.screens.models import ModelsScreen
 from console.screens.overview import OverviewScreen
 from console.screens.placement import PlacementScreen
+from console.screens.pod import PodScreen
 from console.screens.storage import StorageScreen
 from console.screens.vmodels import VModelsScreen
 from console.state import Change, PlaneState
@@ -40,6 +43,7 @@ from plane import local
 from plane.api import PlaneClient
 from plane.registry import RegistryError, now_ms
 from plane.settings import MeshSettings
+from plane.stats import MINUTE_MS
 
 __all__ = ["MeshConsole", "main", "CONNECT_TIMEOUT_S", "RECONNECT_S"]
 
@@ -47,6 +51,8 @@ CONNECT_TIMEOUT_S = 3.0
 RECONNECT_S = 2.0  # after etcd was lost
 NO_PLANE_RETRY_S = 5.0  # while no plane runs, look again this often
 HISTORY_MAX = 20
+STATS_POLL_S = 5.0  # the pods' per-minute stats are read again this often
+STATS_REFRESH_MS = 3 * MINUTE_MS  # each poll re-reads the last minutes (pods rewrite their current one)
 
 SCREENS: dict[str, type[ViewScreen]] = {
     "overview": OverviewScreen,
@@ -100,6 +106,7 @@ class MeshConsole(App[None]):
             self.connection = self._endpoint_label or "demo data"
         else:
             self.connect_plane()
+            self.set_interval(STATS_POLL_S, self._poll_stats)
 
     def on_unmount(self) -> None:
         self._stop.set()  # the plane worker closes its client once the watch has stopped
@@ -140,6 +147,7 @@ class MeshConsole(App[None]):
         try:
             state = client.run_async(read_state(client.registry))
             self.post_message(PlaneConnected(client.etcd_endpoint, state))
+            self.post_message(read_history(client, self.clock()))  # before any watch batch
             client.run_async(follow(client.registry, state.revision + 1, emit, stop),
                              timeout=None)  # runs until stop or failure
         except Exception as exc:  # noqa: BLE001
@@ -160,10 +168,46 @@ class MeshConsole(App[None]):
         for screen in self._views():
             screen.full_sync()
 
-    def on_plane_changed(self, message: PlaneChanged) -> None:
-        touched = self.state.apply(message.changes)
+    def on_history_loaded(self, message: HistoryLoaded) -> None:
+        state = self.state
+        if message.error:
+            state.history_pending, state.history_error = False, message.error
+            self.notify(f"the event log and stats could not be read: {message.error}", severity="warning")
+        else:
+            state.load_history(message.events, message.stats, self.clock())
         with self.batch_update():
             for screen in self._views():
+                screen.history_loaded()
+
+    def _poll_stats(self) -> None:
+        if self.client is not None and not self.state.history_pending:
+            self.poll_stats()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="stats", name="stats")
+    def poll_stats(self) -> None:
+        client = self.client
+        if client is None:
+            return
+        try:
+            records = client.stats(since_ms=self.clock() - STATS_REFRESH_MS)
+        except Exception as exc:  # noqa: BLE001 - a lost etcd is reported by the plane worker
+            self.post_message(StatsUpdated([], str(exc)))
+            return
+        self.post_message(StatsUpdated(records))
+
+    def on_stats_updated(self, message: StatsUpdated) -> None:
+        if message.error or self.state.history_pending:
+            return
+        if self.state.merge_stats(message.records, self.clock()):
+            screen = self._top_view()
+            if screen is not None:
+                screen.stats_changed()
+
+    def on_plane_changed(self, message: PlaneChanged) -> None:
+        touched = self.state.apply(message.changes)
+        screen = self._top_view()  # a view under it (Placement under a pod view) redraws on resume
+        if screen is not None:
+            with self.batch_update():
                 screen.plane_changed(touched)
 
     def on_plane_lost(self, message: PlaneLost) -> None:
@@ -193,6 +237,13 @@ class MeshConsole(App[None]):
                 answer,
             )
 
+    def _top_view(self) -> ViewScreen | None:
+        """The view on screen (under a dialog, if one is open)."""
+        for screen in reversed(self.screen_stack):
+            if isinstance(screen, ViewScreen) and screen.is_mounted:
+                return screen
+        return None
+
     def _views(self) -> Iterable[ViewScreen]:
         for screen in self.screen_stack:
             if isinstance(screen, ViewScreen) and screen.is_mounted:
@@ -202,17 +253,20 @@ class MeshConsole(App[None]):
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state == WorkerState.ERROR:
-            error = event.worker.error
-            self.notify(f"{error}", title=f"{event.worker.name or 'task'} failed", severity="error",
-                        timeout=8)
+            self.show_worker_error(event.worker)
+
+    def show_worker_error(self, worker: Worker) -> None:
+        """A worker's failure as an error notification (screens forward theirs here: a
+        worker's state messages do not bubble)."""
+        self.notify(f"{worker.error}", title=f"{worker.name or 'task'} failed", severity="error", timeout=8)
 
     # -- navigation ---------------------------------------------------------------------------------
 
     def action_switch_view(self, name: str) -> None:
         if name not in SCREENS:
-            self.notify(f"no view named {name!r}: {' '.join(SCREENS)}", severity="warning")
+            self.run_command(name)
             return
-        if len(self.screen_stack) > 1 and not isinstance(self.screen, ViewScreen):
+        while len(self.screen_stack) > 1:  # dialogs and the pod view close
             self.pop_screen()
         if name == self.current_mode:
             return
@@ -230,11 +284,33 @@ class MeshConsole(App[None]):
             self.switch_mode(self._history.pop())
 
     def action_command_bar(self) -> None:
-        def chosen(name: str | None) -> None:
-            if name:
-                self.action_switch_view(name)
+        def chosen(text: str | None) -> None:
+            if text:
+                self.run_command(text)
 
-        self.push_screen(CommandBar(list(SCREENS)), chosen)
+        self.push_screen(CommandBar([*SCREENS, commands.POD_COMMAND], pods=sorted(self.state.pods)), chosen)
+
+    def run_command(self, text: str) -> None:
+        """``:plac``, ``:ev``, ``:pod pod-1``: views by prefix; ambiguous ones list the candidates."""
+        pods = sorted({*self.state.pods, *(p for m in self.state.models.values() for p in m.copies)})
+        found = commands.resolve(text, list(SCREENS), pods)
+        if found.error:
+            self.notify(found.error, severity="warning")
+        elif found.pod:
+            self.open_pod(found.pod)
+        elif found.view:
+            self.action_switch_view(found.view)
+
+    def open_pod(self, pod_id: str) -> None:
+        """Show the pod view of ``pod_id`` over the current view (esc goes back)."""
+        screen = self.screen
+        if isinstance(screen, PodScreen):
+            if screen.pod_id == pod_id:
+                return
+            self.pop_screen()
+        elif len(self.screen_stack) > 1 and not isinstance(screen, ViewScreen):
+            self.pop_screen()
+        self.push_screen(PodScreen(pod_id))
 
     def action_keys(self) -> None:
         screen = self.screen
@@ -245,6 +321,9 @@ class MeshConsole(App[None]):
         for view in keymaps.VIEWS:
             yield SystemCommand(f"View: {view.title}", view.description,
                                 lambda name=view.name: self.action_switch_view(name))
+        for pod in sorted(self.state.pods):
+            yield SystemCommand(f"Pod: {pod}", "its copies, request rate, events and log",
+                                lambda pod=pod: self.open_pod(pod))
         if not self.offline:
             yield SystemCommand("Reconnect", "connect to etcd again now", self.reconnect)
         yield from super().get_system_commands(screen)

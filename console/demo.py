@@ -7,6 +7,8 @@ pods write it). Every time is relative to a fixed ``now`` so the text never chan
 
 from __future__ import annotations
 
+import math
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -22,6 +24,7 @@ from plane.registry import (
     StorageConfig,
     VModelRecord,
 )
+from plane.stats import MINUTE_MS, StatsRecord, minute_of
 from plane.usage import RATE_WINDOW_MS
 
 __all__ = ["DEMO_NOW_MS", "DemoPlane", "demo_plane", "demo_state", "write_demo"]
@@ -40,6 +43,41 @@ class DemoPlane:
     vmodels: list[VModelRecord] = field(default_factory=list)
     storage: list[StorageConfig] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    stats: list[StatsRecord] = field(default_factory=list)
+
+
+STAT_OF_EVENT = {"loaded": "loads", "evict": "evictions", "unload": "unloads", "load-failed": "failures"}
+POD_TRAFFIC = {"pod-0": 150, "pod-1": 70, "pod-2": 110}  # requests per minute, on average
+# (minutes ago, pod, kind): activity of the hour before the events kept above (the bounded log
+# lost those events; the pods' per-minute stats still count them)
+OLDER_ACTIVITY = [(58, "pod-0", "loads"), (58, "pod-1", "loads"), (57, "pod-2", "loads"), (55, "pod-0", "loads"),
+                  (52, "pod-1", "loads"), (51, "pod-1", "evictions"), (47, "pod-2", "loads"),
+                  (46, "pod-2", "evictions"), (44, "pod-0", "loads"), (41, "pod-0", "loads"),
+                  (40, "pod-0", "evictions"), (37, "pod-1", "loads"), (36, "pod-1", "evictions"),
+                  (33, "pod-2", "loads"), (31, "pod-0", "unloads")]
+
+
+def demo_stats(events: list[Event], now: int, *, seed: int = 11) -> list[StatsRecord]:
+    """The pods' per-minute stats of the last hour: the demo events counted by minute, the
+    older activity the log no longer holds, and requests that rise and fall."""
+    rng = random.Random(seed)
+    counts: dict[tuple[str, int], dict[str, int]] = {}
+
+    def add(pod: str, t_ms: int, kind: str, n: int = 1) -> None:
+        row = counts.setdefault((pod, minute_of(t_ms)), {})
+        row[kind] = row.get(kind, 0) + n
+
+    for ev in events:
+        if ev.pod and ev.kind in STAT_OF_EVENT:
+            add(ev.pod, ev.time_ms, STAT_OF_EVENT[ev.kind])
+    for minutes_ago, pod, kind in OLDER_ACTIVITY:
+        add(pod, now - minutes_ago * MINUTE_MS, kind)
+    for i in range(60):
+        t = now - (59 - i) * MINUTE_MS
+        wave = 0.55 + 0.45 * math.sin(i / 7.0)
+        for pod, base in POD_TRAFFIC.items():
+            add(pod, t, "requests", int(base * wave) + rng.randint(0, base // 4))
+    return [StatsRecord(pod, minute, row) for (pod, minute), row in sorted(counts.items(), key=lambda kv: kv[0][1])]
 
 
 def _pod_rate(m: ModelRecord, pod_id: str, now: int) -> float:
@@ -129,6 +167,7 @@ def demo_plane(now: int = DEMO_NOW_MS) -> DemoPlane:
         ev = Event(kind, model=model, pod=pod, size=size * MIB, reason=reason, time_ms=now - secs_ago * 1000)
         ev.key = f"{ev.time_ms * 1000 + i:020d}-{pod or 'api'}"
         d.events.append(ev)
+    d.stats = demo_stats(d.events, now)
     return d
 
 
@@ -140,7 +179,9 @@ def demo_state(now: int = DEMO_NOW_MS) -> PlaneState:
     changes += [Change("vmodels", v.vmodel_id, v) for v in d.vmodels]
     changes += [Change("storage", s.key, s.masked()) for s in d.storage]
     changes += [Change("events", e.key, e) for e in d.events]
-    return PlaneState.from_changes(changes)
+    state = PlaneState.from_changes(changes)
+    state.merge_stats(d.stats, now)
+    return state
 
 
 def _replace_with(new: R) -> Callable[[R | None], R]:
@@ -165,4 +206,6 @@ async def write_demo(registry: Registry, now: int, *, lease: Any = None) -> Demo
         await registry.put_instance(p, lease)
     for e in d.events:
         await registry.add_event(Event(e.kind, e.model, e.pod, e.size, e.reason, e.time_ms))
+    for rec in d.stats:
+        await registry.put_stats(rec)
     return d

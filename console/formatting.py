@@ -10,7 +10,7 @@ import datetime as dt
 
 from plane.settings import format_age, format_size
 
-__all__ = ["ago", "clock_time", "size", "rate", "bar"]
+__all__ = ["ago", "clock_time", "size", "short_size", "short_age", "rate", "bar", "count"]
 
 
 def ago(then_ms: int, now_ms: int) -> str:
@@ -27,6 +27,37 @@ def clock_time(ms: int, tz: dt.tzinfo | None) -> str:
 
 def size(num: int) -> str:
     return format_size(num) if num else "-"
+
+
+def short_size(num: int) -> str:
+    """A size in at most five characters, for matrix cells: ``512K``, ``46M``, ``1.2G``."""
+    if not num:
+        return "-"
+    n = float(num)
+    for unit in ("B", "K", "M", "G", "T"):
+        if n < 1024 or unit == "T":
+            return f"{n:.0f}{unit}" if n >= 10 or unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    return f"{n:.0f}T"
+
+
+def short_age(then_ms: int, now_ms: int) -> str:
+    """An age without "ago", for matrix cells: ``5s``, ``4m``, ``3h``, ``2d``."""
+    if not then_ms:
+        return "-"
+    secs = int(max(0, (now_ms - then_ms) // 1000))
+    if secs < 60:
+        return f"{secs}s"
+    if secs < 3600:
+        return f"{secs // 60}m"
+    if secs < 86400:
+        return f"{secs // 3600}h"
+    return f"{secs // 86400}d"
+
+
+def count(n: int, noun: str, plural: str = "") -> str:
+    """``1 event``, ``1,234 events`` (``plural`` when it is not noun + s)."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
 
 
 def rate(rpm: float) -> str:

@@ -27,7 +27,7 @@ VIEWS: tuple[View, ...] = (
     View("storage", "3", "Storage", "storage configs: add, edit, remove, test"),
     View("models", "4", "Models", "registered models: register, unregister, details"),
     View("vmodels", "5", "VModels", "virtual models (aliases) and their targets"),
-    View("placement", "6", "Placement", "live matrix of pods x models and pod capacity"),
+    View("placement", "6", "Placement", "live matrix of pods x models (copy sizes, ages); unload, load, pin"),
     View("events", "7", "Events", "live stream of loads, unloads, evictions, failures"),
 )
 
@@ -71,6 +71,20 @@ VIEW_KEYS: dict[str, list[BindingType]] = {
     ],
     "placement": [
         Binding("slash", "filter", "filter", key_display="/"),
+        Binding("s", "sort", "sort"),
+        Binding("o", "open_pod", "pod"),
+        Binding("u", "unload_copy", "unload"),
+        Binding("l", "load_here", "load"),
+        Binding("p", "toggle_pin", "pin"),
+        Binding("c", "copies_policy", "copies"),
+        Binding("i", "details", "details", show=False),
+    ],
+    "pod": [
+        Binding("s", "sort", "sort"),
+        Binding("u", "unload_copy", "unload"),
+        Binding("p", "toggle_pin", "pin"),
+        Binding("c", "copies_policy", "copies"),
+        Binding("R", "refresh", "refresh"),
     ],
     "events": [
         Binding("slash", "filter", "filter", key_display="/"),
@@ -81,5 +95,5 @@ VIEW_KEYS: dict[str, list[BindingType]] = {
 
 MUTATING = frozenset({
     "plane_up", "plane_down", "kube_install", "kube_uninstall", "add", "edit", "remove", "register",
-    "unregister", "load", "set_vmodel", "delete_vmodel",
+    "unregister", "load", "set_vmodel", "delete_vmodel", "unload_copy", "load_here", "toggle_pin", "copies_policy",
 })

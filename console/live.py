@@ -1,4 +1,9 @@
-"""Following the registry: one consistent read, then an etcd watch from that revision.
+"""Following the registry: one consistent read, the history, then an etcd watch.
+
+:func:`read_history` reads the event log and the last hour of the pods' per-minute stats
+through the :class:`~plane.api.PlaneClient` right after the registry, so a console opened
+after an hour of traffic shows that hour; the watch then starts from the registry read's
+revision (events written meanwhile arrive twice and count once: they are keyed).
 
 :func:`follow` runs on the :class:`~plane.api.PlaneClient`'s event loop (the console's
 thread worker waits on it) and hands batches of parsed changes to a callback. A watch
@@ -15,10 +20,12 @@ import threading
 import time
 from collections.abc import Callable
 
-from console.state import Change, PlaneState, parse_change
+from console.messages import HistoryLoaded
+from console.state import STATS_WINDOW_MS, Change, PlaneState, parse_change
+from plane.api import PlaneClient
 from plane.registry import EtcdUnavailable, Registry
 
-__all__ = ["read_state", "follow", "BATCH_S", "HEARTBEAT_S", "HEARTBEAT_TIMEOUT_S"]
+__all__ = ["read_state", "read_history", "follow", "BATCH_S", "HEARTBEAT_S", "HEARTBEAT_TIMEOUT_S"]
 
 BATCH_S = 0.1  # changes arriving within this window reach the UI as one batch
 POLL_STOP_S = 0.25  # how soon a stop request is noticed
@@ -28,7 +35,20 @@ HEARTBEAT_TIMEOUT_S = 3.0
 
 async def read_state(registry: Registry) -> PlaneState:
     tables, revision = await registry.snapshot_with_revision()
-    return PlaneState.from_tables(tables, revision)
+    state = PlaneState.from_tables(tables, revision)
+    state.history_pending = True  # the event log and the stats are read next (read_history)
+    return state
+
+
+def read_history(client: PlaneClient, now_ms: int) -> HistoryLoaded:
+    """The whole event log (the app keeps its newest entries and counts all of them) and the
+    per-minute stats of the last hour. Never raises: a failure is reported in the message."""
+    try:
+        events = client.events(limit=0)
+        stats = client.stats(since_ms=now_ms - STATS_WINDOW_MS)
+    except Exception as exc:  # noqa: BLE001 - shown in the views, the watch still starts
+        return HistoryLoaded([], [], f"{type(exc).__name__}: {exc}")
+    return HistoryLoaded(events, stats)
 
 
 async def follow(registry: Registry, start_revision: int, emit: Callable[[list[Change]], None],

@@ -8,11 +8,15 @@ from textual.message import Message
 
 from console.state import Change, PlaneState
 from plane.api import StorageTestResult
+from plane.registry import Event
+from plane.stats import StatsRecord
 
 __all__ = [
     "PlaneConnected",
     "PlaneChanged",
     "PlaneLost",
+    "HistoryLoaded",
+    "StatsUpdated",
     "NoPlane",
     "InstallProgress",
     "InstallFinished",
@@ -33,6 +37,24 @@ class PlaneChanged(Message):
     """A batch of changes from the etcd watch."""
 
     changes: list[Change]
+
+
+@dataclass
+class HistoryLoaded(Message):
+    """The event log (all of it, oldest first) and the last hour of per-minute stats, read
+    right after the registry; ``error`` says why not when they could not be read."""
+
+    events: list[Event]
+    stats: list[StatsRecord]
+    error: str = ""
+
+
+@dataclass
+class StatsUpdated(Message):
+    """A poll of the pods' per-minute stats (they live outside the watched prefix)."""
+
+    records: list[StatsRecord]
+    error: str = ""
 
 
 @dataclass

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, cast
 from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import Footer, Input
+from textual.worker import Worker, WorkerState
 
 from console.keymaps import MUTATING
 from console.state import PlaneState
@@ -50,13 +51,25 @@ class ViewScreen(Screen):
         yield from ()
 
     def on_screen_resume(self) -> None:
-        self.full_sync()
+        # Textual resumes a screen twice when it is first shown: redraw only when the state
+        # changed (or a second passed, for relative times) since this view last drew it
+        stamp = (id(self.plane), self.plane.generation, self.now() // 1000)
+        if stamp != getattr(self, "_resumed_at", None):
+            self._resumed_at = stamp
+            self.full_sync()
 
     def full_sync(self) -> None:
         """Redraw from ``self.plane``; must update widgets in place (by key)."""
 
     def plane_changed(self, touched: dict[str, set[str]]) -> None:
         self.full_sync()
+
+    def history_loaded(self) -> None:
+        """The event log and the stats were read (after connecting)."""
+        self.full_sync()
+
+    def stats_changed(self) -> None:
+        """A poll brought new per-minute stats; views that draw them redraw."""
 
     def note_selection(self, has_rows: bool) -> None:
         """Refresh the footer when the table gains its first row or loses its last one (keys
@@ -73,6 +86,11 @@ class ViewScreen(Screen):
             self.set_focus(None)
             return True
         return False
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """Every failed worker of a view is shown, never swallowed (their messages do not bubble)."""
+        if event.state == WorkerState.ERROR:
+            self.console.show_worker_error(event.worker)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in MUTATING and self.console.readonly:

@@ -21,8 +21,10 @@ __all__ = ["ConfirmScreen", "FormField", "FormScreen", "DetailsScreen", "KeysScr
 
 
 class ConfirmScreen(ModalScreen[bool]):
-    """Yes/no question; ``y`` confirms, ``n``/``esc`` cancels."""
+    """Yes/no question; ``y`` confirms, ``n``/``esc`` cancels. Cancel has the focus, so a
+    stray ``enter`` never confirms an unload or a stop."""
 
+    AUTO_FOCUS = "#no"
     BINDINGS = [Binding("y", "answer(True)", "yes"), Binding("n,escape", "answer(False)", "no")]
 
     def __init__(self, question: str, *, confirm_label: str = "Yes") -> None:
@@ -96,6 +98,14 @@ class FormScreen(ModalScreen[str | None]):
 
     def on_mount(self) -> None:
         self._apply_conditions()
+        self.focus_first_field()
+
+    def focus_first_field(self) -> None:
+        """Typing starts in the first field shown (not in the scrolling box around them)."""
+        for f in self.fields:
+            if self._visible(f):
+                self.query_one(f"#field-{f.name}").focus()
+                return
 
     def values(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -207,28 +217,31 @@ class KeysScreen(ModalScreen[None]):
         with Vertical(classes="dialog keys"):
             yield Label(f"Keys of {self.view_title}", classes="dialog-title")
             yield Static(table)
-            yield Static("Views: 1-7, or `:` and a name (overview install storage models vmodels "
-                         "placement events); ctrl+p opens the command palette.", classes="dim")
+            yield Static("Views: 1-7, or `:` and a name or its start (:plac, :ev; overview install storage "
+                         "models vmodels placement events), `:pod NAME` for a pod; ctrl+p opens the command "
+                         "palette.", classes="dim")
 
     def action_close(self) -> None:
         self.dismiss(None)
 
 
 class CommandBar(ModalScreen[str | None]):
-    """k9s-style ``:name`` prompt at the bottom of the screen."""
+    """k9s-style ``:name`` prompt at the bottom of the screen (a view by any unambiguous
+    prefix, ``pod NAME``); the app resolves what was typed (:mod:`console.commands`)."""
 
     BINDINGS = [Binding("escape", "close", "close")]
 
-    def __init__(self, names: Sequence[str]) -> None:
+    def __init__(self, names: Sequence[str], *, pods: Sequence[str] = ()) -> None:
         super().__init__(classes="command-screen")
         self.names = list(names)
+        self.suggestions = [*self.names, *(f"pod {p}" for p in pods)]
 
     def compose(self) -> ComposeResult:
-        yield Input(placeholder=":view  (" + " ".join(self.names) + ")", id="command-input",
-                    suggester=SuggestFromList(self.names, case_sensitive=False))
+        yield Input(placeholder=":view  (" + " ".join(self.names) + " NAME)", id="command-input",
+                    suggester=SuggestFromList(self.suggestions, case_sensitive=False))
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        self.dismiss(event.value.strip().lstrip(":").lower() or None)
+        self.dismiss(event.value.strip().lstrip(":").strip() or None)
 
     def action_close(self) -> None:
         self.dismiss(None)

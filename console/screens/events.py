@@ -1,8 +1,9 @@
 """Events: the live stream of loads, unloads, evictions and failures, with their reasons.
 
-New events arrive through the etcd watch and are appended by key. ``p`` pauses (new events
-wait, counted, until following resumes); ``/`` filters with ``kind:evict``, ``model:NAME``,
-``pod:NAME`` and free words.
+On connecting the console reads the event log (its newest ``ROWS_SHOWN`` events are shown,
+and the header says how many the log holds); new events arrive through the etcd watch and
+are appended by key. ``p`` pauses (new events wait, counted, until following resumes); ``/``
+filters with ``kind:evict``, ``model:NAME``, ``pod:NAME`` and free words.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from textual.widgets import Input, Static
 from console import formatting, keymaps
 from console.screens.base import ViewScreen
 from console.screens.overview import KIND_STYLE
+from console.state import HISTORY_EVENTS
 from console.widgets.keyed_table import CellSpec, KeyedTable, cell
 from plane.registry import Event
 
@@ -23,7 +25,8 @@ __all__ = ["EventsScreen", "EVENT_COLUMNS", "EventFilter", "event_row"]
 
 EVENT_COLUMNS = (("time", "time"), ("kind", "kind"), ("model", "model"), ("pod", "pod"), ("size", "size"),
                  ("reason", "reason"))
-ROWS_SHOWN = 2000
+ROWS_SHOWN = HISTORY_EVENTS
+FLEX = {"reason": 24, "model": 16, "pod": 8}  # give way in this order
 
 
 class EventFilter:
@@ -74,6 +77,7 @@ class EventsScreen(ViewScreen):
         self.follow = True
         self.filter = EventFilter()
         self.pending = 0
+        self.matched = 0  # held events that match the filter (the rows are the newest of them)
 
     def compose_body(self) -> ComposeResult:
         yield Input(placeholder="/ filter: kind:evict model:NAME pod:NAME words", id="events-filter")
@@ -86,10 +90,18 @@ class EventsScreen(ViewScreen):
 
     def on_mount(self) -> None:
         self.table.define_columns(EVENT_COLUMNS)
+        self.table.set_flex(FLEX)
+        self.table.after_fill = self._filled
         self.query_one("#events-filter").display = False
+
+    def _filled(self) -> None:
+        if self.follow:
+            self._to_end()
+        self._summary()
 
     def _wanted(self) -> dict[str, Event]:
         events = [(k, e) for k, e in self.plane.events.items() if self.filter.matches(e)]
+        self.matched = len(events)
         return dict(events[-ROWS_SHOWN:])
 
     def full_sync(self) -> None:
@@ -121,6 +133,7 @@ class EventsScreen(ViewScreen):
             self.pending += len(new)
             self._summary()
             return
+        self.matched += len(new) - sum(1 for n in gone if self.table.has_key(n))
         table = self.table
         with self.app.batch_update():
             for n in gone:
@@ -137,14 +150,24 @@ class EventsScreen(ViewScreen):
             self.table.move_cursor(row=self.table.row_count - 1, animate=False)
 
     def _summary(self) -> None:
-        text = Text(f" {self.table.row_count} events", style="bold")
+        plane = self.plane
+        if plane.history_pending and not plane.events:
+            self.query_one("#events-summary", Static).update(Text(" reading the event log…", style="dim italic"))
+            return
+        shown = self.table.wanted_count
+        text = Text(f" {formatting.count(plane.events_in_log, 'event')} in the log, {shown:,} shown", style="bold")
         if self.filter:
-            text.append(f"  ·  /{self.filter.text}")
+            text.append(f"  ·  {self.matched:,} of the newest {len(plane.events):,} match /{self.filter.text}")
+        if plane.history_error:
+            text.append(f"  ·  log not read: {plane.history_error}", style="yellow")
         if self.follow:
             text.append("  ·  following", style="green")
         else:
             text.append(f"  ·  paused, {self.pending} new", style="yellow")
         self.query_one("#events-summary", Static).update(text)
+
+    def history_loaded(self) -> None:
+        self.full_sync()
 
     def action_toggle_follow(self) -> None:
         self.follow = not self.follow

@@ -2,13 +2,17 @@
 install the plane into Kubernetes (render the manifests, apply them, watch the rollout) with
 ``plane.kube`` — the same functions ``mesh install`` uses. Both report progress into one log.
 
+When a plane runs, the view shows its real settings, not the defaults: the embedded plane's
+pods, ports and capacity from ``plane.json`` (:meth:`plane.local.LocalPlane.load`, through
+``local.status``), and the capacity and endpoints the pods registered in etcd (the same
+records ``PlaneClient.pods()`` returns) for a plane the console is connected to.
+
 ``plane.kube`` is imported only when a Kubernetes action runs, so the view opens fast and
 works in builds without the kubernetes client.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 from typing import Any
 
@@ -19,58 +23,23 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Checkbox, Input, Label, ProgressBar, RichLog, Static
 
-from console import formatting, keymaps
+from console import keymaps
 from console.messages import InstallFinished, InstallProgress
 from console.screens.base import ViewScreen
 from console.screens.dialogs import ConfirmScreen, DetailsScreen
+from console.screens.install_parts import (
+    DEFAULT_PODS,
+    KUBE_IMAGE,
+    KUBE_NAMESPACE,
+    KubeForm,
+    describe_local,
+    kube_available,
+    running_capacity,
+)
 from plane import local
 from plane.settings import format_size, parse_size
 
 __all__ = ["InstallScreen", "describe_local", "kube_available", "KubeForm"]
-
-DEFAULT_PODS = 3
-KUBE_NAMESPACE = "mesh-plane"  # plane.kube.DEFAULT_NAMESPACE, without importing it at start-up
-KUBE_IMAGE = "mesh-plane:0.1.0"
-
-
-def kube_available() -> bool:
-    return importlib.util.find_spec("plane.kube") is not None
-
-
-def describe_local(plane: local.LocalPlane | None, state_dir: pathlib.Path, now: int) -> Text:
-    if plane is None:
-        return Text(f"○ not running (state dir {state_dir})", style="yellow")
-    text = Text("● running", style="bold green")
-    text.append(f"  etcd {plane.etcd_endpoint}")
-    text.append(f"  started {formatting.ago(plane.started_ms, now)}", style="dim")
-    for pod in plane.pods:
-        alive = local.pid_alive(pod.pid)
-        text.append(f"\n  {'●' if alive else '○'} ", style="green" if alive else "red")
-        text.append(f"{pod.pod_id:<7} {pod.endpoint:<21} pid {pod.pid}")
-    text.append(f"\n  capacity {format_size(plane.capacity)} per pod", style="dim")
-    return text
-
-
-class KubeForm:
-    """What the Kubernetes inputs say, checked."""
-
-    def __init__(self, namespace: str, pods: str, capacity: str, image: str, context: str,
-                 quickstart: bool) -> None:
-        self.namespace = namespace.strip() or KUBE_NAMESPACE
-        self.pods = int(pods or DEFAULT_PODS)
-        if self.pods < 1:
-            raise ValueError("pods must be at least 1")
-        self.capacity = parse_size(capacity or "256MiB")
-        self.image = image.strip() or KUBE_IMAGE
-        self.context = context.strip() or None
-        self.quickstart = quickstart
-
-    def render(self) -> list[dict[str, Any]]:
-        from plane import kube
-
-        return kube.render_install(namespace=self.namespace, pods=self.pods, capacity_bytes=self.capacity,
-                                   image=self.image, quickstart=self.quickstart)
-
 
 def _row(label: str, widget: Any) -> Horizontal:
     return Horizontal(Label(label, classes="form-label-inline"), widget, classes="inline-row")
@@ -166,8 +135,22 @@ class InstallScreen(ViewScreen):
 
     def _show_status(self, plane: local.LocalPlane | None, state_dir: pathlib.Path) -> None:
         self.local_plane = plane
-        self.query_one("#local-status", Static).update(describe_local(plane, state_dir, self.now()))
+        registered = sorted(self.plane.pods.values(), key=lambda p: p.pod_id)
+        self.query_one("#local-status", Static).update(describe_local(plane, state_dir, self.now(), registered))
+        if plane is not None and not self.busy:
+            self._show_settings(len(plane.pods), running_capacity(plane))
+        elif registered and not self.busy:  # a plane that is not embedded here: what its pods registered
+            capacities = [p.capacity for p in registered if p.capacity]
+            self._show_settings(len(registered), max(set(capacities), key=capacities.count) if capacities else 0)
         self._buttons()
+
+    def _show_settings(self, pods: int, capacity: int) -> None:
+        """The form shows what runs (a start button that is disabled must not suggest other values)."""
+        for wid, value in (("#local-pods", str(pods)),
+                           ("#local-capacity", format_size(capacity).replace(" ", "") if capacity else "")):
+            box = self.query_one(wid, Input)
+            if value and box.value != value and not box.has_focus:
+                box.value = value
 
     def _buttons(self) -> None:
         self.query_one("#local-start", Button).disabled = self.local_plane is not None or self.busy

@@ -37,6 +37,8 @@ MODEL_COLUMNS = (
     ("failures", "failures"),
     ("source", "storage:path"),
 )
+# give way when the table is too wide, in this order, down to these widths (the id goes last)
+FLEX = {"source": 14, "failures": 12, "copies": 14, "model": 16}
 RELATIVE_TIME_REFRESH_S = 10.0
 FILTER_DEBOUNCE_S = 0.15
 FAILURE_TEXT_MAX = 36  # the full messages are in the details
@@ -102,6 +104,7 @@ class ModelsScreen(ViewScreen):
 
     def on_mount(self) -> None:
         self.table.define_columns(MODEL_COLUMNS)
+        self.table.set_flex(FLEX)
         self.table.sort_column = "model"
         self.query_one("#models-filter").display = False
         self.set_interval(RELATIVE_TIME_REFRESH_S, self._tick)

@@ -1,45 +1,72 @@
 """Placement: which pod holds which model, live from the etcd watch, with changes lit up.
 
-Columns are the pods, rows the models that have a copy somewhere. When a watch batch moves
-a copy, the cell flashes (green for a new copy, red ✕ for one that went away) for
-``FLASH_S`` seconds. The capacity bars above the matrix show used / capacity per pod.
+Columns are the model (with its size, rate and last use) and the pods; a cell is a copy,
+with its state, its measured size and its age (``● 46M 30m``), or a load that failed on
+that pod (``✗ failed 6m``: models whose loads fail have a row too). When a watch batch moves a
+copy, the cell flashes (green for a new copy, red ✕ for one that went away) for ``FLASH_S``
+seconds. ``s`` cycles the order: by activity (rate now, then last use), by size, by name.
+The cursor is a cell: ``u`` unloads that copy (after a confirmation), ``l`` loads the model
+on that pod, ``p`` pins or unpins it, ``c`` sets its copies policy; ``enter`` (or ``o``) on a
+pod's column opens the pod view. The capacity bars above show used / capacity per pod.
 """
 
 from __future__ import annotations
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.widgets import Input, Static
+from textual.widgets import DataTable, Input, Static
 
-from console import keymaps
-from console.screens.base import ViewScreen
+from console import formatting, keymaps
+from console.screens.copies import CopyActionsView
+from console.screens.dialogs import DetailsScreen
+from console.screens.models import model_details
 from console.widgets.capacity import PodCapacity
 from console.widgets.keyed_table import CellSpec, KeyedTable, cell
+from plane import usage
 from plane.registry import ModelRecord
 
-__all__ = ["PlacementScreen", "FLASH_S", "placement_row"]
+__all__ = ["PlacementScreen", "FLASH_S", "placement_row", "MODEL_COLUMNS", "SORTS"]
 
 FLASH_S = 4.0
 FLASH_TICK_S = 0.5
+TICK_S = 10.0  # ages, rates and the activity order are redrawn this often
 MARK = {"loaded": ("●", "green"), "loading": ("◐", "yellow")}
+MODEL_COLUMNS = (("model", "model"), (".size", "size"), (".rate", "rate"), (".used", "last used"))
+SORTS = (("activity", ".rate", True), ("size", ".size", True), ("name", "model", False))  # (label, column, reverse)
+SORT_LABELS = {".rate": "activity", ".size": "size", "model": "name", ".used": "last use"}
+FLEX = {"model": 14}
 
 
-def placement_row(model_id: str, copies: dict[str, str], pods: list[str],
+def placement_row(m: ModelRecord | None, model_id: str, pods: list[str], now: int,
                   flashes: dict[str, str] | None = None) -> tuple[CellSpec, ...]:
-    """Cells of one matrix row; ``flashes`` maps pod -> 'added' | 'removed' for lit cells."""
+    """Cells of one matrix row; ``flashes`` maps pod -> 'added' | 'removed' for lit cells.
+    ``m`` is None for a model that just went away (its removed copies still flash)."""
     flashes = flashes or {}
-    cells = [cell(model_id, style="bold" if flashes else "")]
+    if m is None:
+        cells = [cell(model_id, style="bold"), cell("-", sort=0), cell("-", sort=(0.0, 0)), cell("-", sort=0)]
+    else:
+        rpm = usage.fresh_rpm(m, now)
+        cells = [cell(model_id, style="bold" if flashes else ""),
+                 cell(formatting.size(m.size), sort=m.size),
+                 cell(formatting.rate(rpm), sort=(rpm, m.used_ms)),
+                 cell(usage.last_used_text(m, now), sort=m.used_ms)]
+    copies = m.copies if m is not None else {}
     for pod in pods:
-        state = copies.get(pod)
+        c = copies.get(pod)
         flash = flashes.get(pod)
-        if state is not None:
-            mark, colour = MARK.get(state, ("?", ""))
+        if c is not None:
+            mark, colour = MARK.get(c.state, ("?", ""))
             style = f"bold black on {colour}" if flash else colour
-            cells.append(cell(f" {mark} ", sort=state, style=style))
+            size = c.size or (m.size if m is not None else 0)
+            text = f"{mark} {formatting.short_size(size):>4} {formatting.short_age(c.since_ms, now):>3}"
+            cells.append(cell(text, sort=(c.state, size), style=style))
         elif flash == "removed":
-            cells.append(cell(" ✕ ", sort="", style="bold white on red"))
+            cells.append(cell(" ✕ ", sort=("", 0), style="bold white on red"))
+        elif m is not None and pod in m.failed:
+            cells.append(cell(f"✗ failed {formatting.short_age(m.failed[pod].time_ms, now)}", sort=("failed", 0),
+                              style="bold red"))
         else:
-            cells.append(cell("", sort=""))
+            cells.append(cell("", sort=("", 0)))
     return tuple(cells)
 
 
@@ -47,7 +74,11 @@ def _copies(m: ModelRecord | None) -> dict[str, str]:
     return {p: c.state for p, c in m.copies.items()} if m is not None else {}
 
 
-class PlacementScreen(ViewScreen):
+def _has_row(m: ModelRecord | None) -> bool:
+    return m is not None and bool(m.copies or m.failed)
+
+
+class PlacementScreen(CopyActionsView):
     VIEW = "placement"
     VIEW_TITLE = "Placement"
     CSS_PATH = "placement.tcss"
@@ -58,14 +89,14 @@ class PlacementScreen(ViewScreen):
         super().__init__()
         self.filter_text = ""
         self._shown: dict[str, dict[str, str]] = {}  # model -> pod -> state, as last drawn
-        self._flashes: dict[tuple[str, str], tuple[str, float]] = {}  # (model, pod) -> (kind, until)
+        self._flashes: dict[str, dict[str, tuple[str, float]]] = {}  # model -> pod -> (kind, until)
         self._pod_flash: dict[str, float] = {}
 
     def compose_body(self) -> ComposeResult:
         yield PodCapacity(id="placement-pods")
         yield Input(placeholder="/ filter models", id="placement-filter")
         yield Static(id="placement-summary")
-        yield KeyedTable(id="placement-table", cursor_type="cell")
+        yield KeyedTable(id="placement-table", cursor_type="cell", fixed_columns=1)
 
     @property
     def table(self) -> KeyedTable:
@@ -73,13 +104,25 @@ class PlacementScreen(ViewScreen):
 
     def on_mount(self) -> None:
         self.query_one("#placement-filter").display = False
+        self.table.set_flex(FLEX)
+        self.table.sort_column, self.table.sort_reverse = SORTS[0][1], SORTS[0][2]
         self.set_interval(FLASH_TICK_S, self._expire_flashes)
+        self.set_interval(TICK_S, self._tick)
+
+    def _tick(self) -> None:
+        if self.is_current:
+            self.full_sync()
+            if self.table.sort_column in (".rate", ".used"):
+                self.table.apply_sort()  # rates decay and models go idle: keep the order true
 
     def _pods(self) -> list[str]:
         pods = set(self.plane.pods)
         for m in self._shown:
             pods.update(self._shown[m])
         return sorted(pods)
+
+    def pod_columns(self) -> list[str]:
+        return self.table.column_keys[len(MODEL_COLUMNS):]
 
     def _matches(self, model_id: str) -> bool:
         return not self.filter_text or self.filter_text.lower() in model_id.lower()
@@ -92,21 +135,22 @@ class PlacementScreen(ViewScreen):
     def full_sync(self) -> None:
         if not self.is_mounted:
             return
-        self._shown = {mid: _copies(m) for mid, m in self.plane.models.items() if m.copies}
+        self._shown = {mid: _copies(m) for mid, m in self.plane.models.items() if _has_row(m)}
         self._draw_all()
+
+    def _row(self, model_id: str, pods: list[str], now: int) -> tuple[CellSpec, ...]:
+        flashes = {pod: kind for pod, (kind, _) in self._flashes.get(model_id, {}).items()}
+        return placement_row(self.plane.models.get(model_id), model_id, pods, now, flashes)
 
     def _draw_all(self) -> None:
         pods = self._pods()
         table = self.table
+        now = self.now()
         with self.app.batch_update():
-            table.define_columns([("model", "model"), *((p, p) for p in pods)])
-            table.sort_column = table.sort_column or "model"
-            rows = {mid: placement_row(mid, copies, pods, self._flash_map(mid))
-                    for mid, copies in self._shown.items() if self._matches(mid)}
-            for (mid, _pod), (kind, _until) in self._flashes.items():
-                if kind == "removed" and mid not in rows and self._matches(mid):
-                    rows[mid] = placement_row(mid, {}, pods, self._flash_map(mid))
-            table.sync(rows)
+            table.define_columns([*MODEL_COLUMNS, *((p, p) for p in pods)])
+            wanted = [mid for mid in self._shown if self._matches(mid)]
+            wanted += [mid for mid in self._flashes if mid not in self._shown and self._matches(mid)]
+            table.sync({mid: self._row(mid, pods, now) for mid in wanted})
             self._draw_pods()
         self._summary()
 
@@ -116,17 +160,20 @@ class PlacementScreen(ViewScreen):
         pods = sorted(self.plane.pods.values(), key=lambda p: p.pod_id)
         self.query_one("#placement-pods", PodCapacity).show(pods, changed=lit)
 
-    def _flash_map(self, model_id: str) -> dict[str, str]:
-        return {pod: kind for (mid, pod), (kind, _) in self._flashes.items() if mid == model_id}
-
     def _summary(self) -> None:
-        text = Text(f" {len(self._shown)} of {len(self.plane.models)} models have copies on "
-                    f"{len(self.plane.pods)} pods   ", style="bold")
+        self.note_selection(self.table.wanted_count > 0)
+        placed = sum(1 for copies in self._shown.values() if copies)
+        text = Text(f" {placed:,} of {len(self.plane.models):,} models placed on {len(self.plane.pods)} pods",
+                    style="bold")
+        if self.filter_text:
+            text.append(f"  ·  /{self.filter_text}")
+        column = self.table.sort_column or ""
+        arrow = "↓" if self.table.sort_reverse else "↑"
+        text.append(f"  ·  by {SORT_LABELS.get(column, column)} {arrow}   ", style="dim")
         text.append("● loaded ", style="green")
         text.append("◐ loading ", style="yellow")
-        text.append("✕ just removed", style="red")
-        if self.filter_text:
-            text.append(f"   /{self.filter_text}")
+        text.append("✕ just removed ", style="red")
+        text.append("✗ failed", style="bold red")
         self.query_one("#placement-summary", Static).update(text)
 
     def plane_changed(self, touched: dict[str, set[str]]) -> None:
@@ -138,20 +185,20 @@ class PlacementScreen(ViewScreen):
         changed_models: set[str] = set()
         for mid in touched.get("models", ()):
             before = self._shown.get(mid, {})
-            after = _copies(self.plane.models.get(mid))
-            if before == after:
-                continue
-            changed_models.add(mid)
+            rec = self.plane.models.get(mid)
+            after = _copies(rec)
+            if mid in self._shown or _has_row(rec):
+                changed_models.add(mid)  # its rate, last use or failures may have changed too
             for pod in set(before) | set(after):
                 if pod not in after:
-                    self._flashes[(mid, pod)] = ("removed", until)
+                    self._flashes.setdefault(mid, {})[pod] = ("removed", until)
                 elif before.get(pod) != after[pod]:
-                    self._flashes[(mid, pod)] = ("added", until)
-            if after:
+                    self._flashes.setdefault(mid, {})[pod] = ("added", until)
+            if _has_row(rec):
                 self._shown[mid] = after
             else:
                 self._shown.pop(mid, None)
-        if set(self._pods()) != set(self.table.column_keys[1:]):
+        if set(self._pods()) != set(self.pod_columns()):
             self._draw_all()
             return
         with self.app.batch_update():
@@ -161,13 +208,12 @@ class PlacementScreen(ViewScreen):
         self._summary()
 
     def _redraw_models(self, model_ids: set[str]) -> None:
-        pods = self.table.column_keys[1:]
+        pods = self.pod_columns()
+        now = self.now()
         added = 0
         for mid in model_ids:
-            flashes = self._flash_map(mid)
-            copies = self._shown.get(mid, {})
-            if (copies or flashes) and self._matches(mid):
-                added += self.table.upsert(mid, placement_row(mid, copies, pods, flashes)) == "added"
+            if (mid in self._shown or mid in self._flashes) and self._matches(mid):
+                added += self.table.upsert(mid, self._row(mid, pods, now)) == "added"
             else:
                 self.table.drop(mid)
         if added:
@@ -175,19 +221,75 @@ class PlacementScreen(ViewScreen):
 
     def _expire_flashes(self) -> None:
         now = self._now_s()
-        gone = [k for k, (_, until) in self._flashes.items() if until <= now]
+        gone: set[str] = set()
+        for mid, lit in list(self._flashes.items()):
+            for pod in [p for p, (_, until) in lit.items() if until <= now]:
+                del lit[pod]
+                gone.add(mid)
+            if not lit:
+                del self._flashes[mid]
         pods_gone = [p for p, until in self._pod_flash.items() if until <= now]
-        if not gone and not pods_gone:
-            return
-        for k in gone:
-            del self._flashes[k]
         for p in pods_gone:
             del self._pod_flash[p]
-        if self.is_mounted:
+        if (gone or pods_gone) and self.is_mounted:
             with self.app.batch_update():
-                self._redraw_models({mid for mid, _ in gone})
+                self._redraw_models(gone)
                 if pods_gone:
                     self._draw_pods()
+
+    def copy_cell(self, model_id: str, pod: str) -> str:
+        """The text of a copy's cell as drawn ("" when the model or the pod has no cell)."""
+        spec = self.table.spec(model_id)
+        columns = self.table.column_keys
+        if spec is None or pod not in columns[len(MODEL_COLUMNS):]:
+            return ""
+        return spec[columns.index(pod)][0].strip()
+
+    def select_copy(self, model_id: str, pod: str) -> None:
+        """Put the cursor on a copy's cell."""
+        table = self.table
+        if table.spec(model_id) is not None and pod in table.column_keys:
+            table.select_key(model_id)
+            table.move_cursor(column=table.column_keys.index(pod), animate=False)
+
+    # -- the cursor, sort, pod view, details --------------------------------------------------------
+
+    def selected_copy(self) -> tuple[str | None, str | None]:
+        table = self.table
+        if not table.row_count or not table.is_valid_coordinate(table.cursor_coordinate):
+            return None, None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate)
+        column = key.column_key.value
+        return key.row_key.value, column if column in self.pod_columns() else None
+
+    def action_sort(self) -> None:
+        columns = [column for _label, column, _reverse in SORTS]
+        current = self.table.sort_column
+        nxt = SORTS[(columns.index(current) + 1) % len(SORTS)] if current in columns else SORTS[0]
+        self.table.sort_column, self.table.sort_reverse = nxt[1], nxt[2]
+        self.table.apply_sort()
+        self._summary()
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        self.call_after_refresh(self._summary)
+
+    def on_data_table_cell_selected(self, event: DataTable.CellSelected) -> None:
+        if event.cell_key.column_key.value in self.pod_columns():
+            self.action_open_pod()
+        else:
+            self.action_details()
+
+    def action_open_pod(self) -> None:
+        _model, pod = self.selected_copy()
+        if pod is None:
+            self.notify("put the cursor on a pod's column to open its view", severity="warning")
+            return
+        self.console.open_pod(pod)
+
+    def action_details(self) -> None:
+        m = self.selected_model()
+        if m is not None:
+            self.app.push_screen(DetailsScreen(f"model {m.model_id}", model_details(m, self.now())))
 
     # -- filter -------------------------------------------------------------------------------------
 

@@ -8,17 +8,27 @@ and column key), and only then is a Rich ``Text`` built.
 Large fills are spread over several event-loop turns (``FILL_CHUNK`` rows each) so the
 UI keeps answering keys while 10,000 rows go in; many removals at once (a filter) rebuild
 the rows instead of removing them one by one, which DataTable does in linear time each.
+
+Columns fit the widget (:meth:`KeyedTable.set_flex`): when the rows are wider than the
+table, the flexible columns (a model id, a path, an error) give way, down to a minimum, and
+their cells end in an ellipsis; the other columns keep the width of their content. Each
+column counts its cells by width as rows come and go, so its widest text is always known
+without measuring the rows again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from rich.cells import cell_len
 from rich.text import Text
+from textual import events
+from textual.geometry import Size
 from textual.widgets import DataTable
 
-__all__ = ["KeyedTable", "SortCell", "CellSpec", "cell", "FILL_CHUNK", "REBUILD_AFTER_REMOVALS"]
+__all__ = ["KeyedTable", "SortCell", "CellSpec", "cell", "fit_widths", "FILL_CHUNK", "REBUILD_AFTER_REMOVALS"]
 
 FILL_CHUNK = 400  # rows added per event-loop turn
 REBUILD_AFTER_REMOVALS = 64  # removing more rows than this at once rebuilds the table
@@ -60,6 +70,13 @@ class KeyedTable(DataTable):
         self._pending: dict[str, tuple[CellSpec, ...]] = {}  # rows waiting to be added
         self._draining = False
         self._column_keys: list[str] = []
+        self._labels: dict[str, int] = {}  # column -> width of its label
+        self._widths: dict[str, int] = {}  # column -> widest cell text
+        self._counts: dict[str, Counter[int]] = {}  # column -> cell width -> how many cells have it
+        self._flex: dict[str, int] = {}  # column -> minimum width, for the columns that give way
+        self._fit_pending = False
+        self.after_fill: Callable[[], None] | None = None  # called when a chunked fill is done
+        self._fresh = False  # filling an empty table: the cursor starts on the first row once sorted
         self.sort_column: str | None = None
         self.sort_reverse = False
 
@@ -76,7 +93,107 @@ class KeyedTable(DataTable):
         for key, label in columns:
             self.add_column(label, key=key)
         self._column_keys = keys
+        self._labels = {key: cell_len(label) for key, label in columns}
+        self._reset_widths()
+        self._schedule_fit()
         return True
+
+    # -- fitting the columns to the widget --------------------------------------------------------
+
+    def set_flex(self, flex: Mapping[str, int]) -> None:
+        """Columns that give way when the rows are wider than the table, the first first:
+        key -> minimum width."""
+        self._flex = dict(flex)
+        self._schedule_fit()
+
+    def _reset_widths(self) -> None:
+        self._widths = dict.fromkeys(self._column_keys, 0)
+        self._counts = {k: Counter() for k in self._column_keys}
+
+    def _measure(self, specs: tuple[CellSpec, ...]) -> None:
+        """Count a row's cells in (it was added to the table or to the pending rows)."""
+        widths, counts = self._widths, self._counts
+        grew = False
+        for key, spec in zip(self._column_keys, specs, strict=False):
+            n = cell_len(spec[0])
+            counts[key][n] += 1
+            if n > widths[key]:
+                widths[key] = n
+                grew = True
+        if grew:
+            self._schedule_fit()
+
+    def _forget(self, specs: tuple[CellSpec, ...]) -> None:
+        """Count a row's cells out (it was removed or replaced)."""
+        widths, counts = self._widths, self._counts
+        shrank = False
+        for key, spec in zip(self._column_keys, specs, strict=False):
+            n = cell_len(spec[0])
+            count = counts[key]
+            count[n] -= 1
+            if count[n] <= 0:
+                del count[n]
+                if n >= widths[key]:
+                    widths[key] = max(count, default=0)
+                    shrank = True
+        if shrank:
+            self._schedule_fit()
+
+    def _schedule_fit(self) -> None:
+        if self._flex and not self._fit_pending and self.is_attached:
+            self._fit_pending = True
+            self.call_after_refresh(self.fit_columns)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._schedule_fit()
+
+    # DataTable measures every new or updated cell with Rich to size its columns; our cells are
+    # one line of plain text whose widths are already counted, so the columns take those.
+    def _update_column_widths(self, updated_cells: set[Any]) -> None:
+        self._require_update_dimensions = True
+
+    def _update_dimensions(self, new_rows: Any) -> None:
+        try:
+            natural = self.natural_widths()
+            for key, column in self.columns.items():
+                column.content_width = natural.get(key.value or "", column.content_width)
+            width = sum(column.get_render_width(self) for column in self.columns.values())
+            height = self._total_row_height + (self.header_height if self.show_header else 0)
+            self.virtual_size = Size(width + self._row_label_column_width, height)
+        except AttributeError:  # a DataTable of another shape: let it measure
+            super()._update_dimensions(new_rows)
+
+    def watch_show_vertical_scrollbar(self, shown: bool) -> None:
+        self._schedule_fit()  # the scrollbar takes its width from the columns
+
+    def natural_widths(self) -> dict[str, int]:
+        """The width each column needs to show its widest text and its label."""
+        return {k: max(self._widths.get(k, 0), self._labels.get(k, 0)) for k in self._column_keys}
+
+    def fit_columns(self) -> None:
+        """Fit the widget's width: the flexible columns give way, in their order, each down to
+        its minimum; the rest keep their natural width."""
+        self._fit_pending = False
+        if not self._flex or not self.is_mounted:
+            return
+        avail = self.scrollable_content_region.width
+        if avail <= 0:
+            return
+        natural = self.natural_widths()
+        widths = fit_widths(natural, self._flex, avail - 2 * self.cell_padding * len(natural))
+        changed = False
+        for key in self._flex:
+            column = self.columns.get(key)  # type: ignore[call-overload]  # ColumnKey compares to str
+            if column is None:
+                continue
+            width = widths[key]
+            if column.auto_width or column.width != width:
+                column.auto_width, column.width = False, width
+                changed = True
+        if changed:
+            self._update_count += 1  # drops the rendered-cell caches
+            self._require_update_dimensions = True
+            self.refresh()
 
     @property
     def column_keys(self) -> list[str]:
@@ -108,10 +225,13 @@ class KeyedTable(DataTable):
         old = self._specs.get(key)
         if old is None:
             if key in self._pending:
+                self._forget(self._pending[key])
                 self._pending[key] = specs
+                self._measure(specs)
                 return "updated"
             self.add_row(*map(_render, specs), key=key)
             self._specs[key] = specs
+            self._measure(specs)
             return "added"
         if old == specs:
             return "same"
@@ -119,15 +239,18 @@ class KeyedTable(DataTable):
             if before != after:
                 self.update_cell(key, col, _render(after))
         self._specs[key] = specs
+        self._forget(old)
+        self._measure(specs)
         return "updated"
 
     def drop(self, key: str) -> bool:
-        if self._pending.pop(key, None) is not None:
-            return True
-        if key not in self._specs:
-            return False
-        self.remove_row(key)
-        del self._specs[key]
+        specs = self._pending.pop(key, None)
+        if specs is None:
+            specs = self._specs.pop(key, None)
+            if specs is None:
+                return False
+            self.remove_row(key)
+        self._forget(specs)
         return True
 
     def reset_rows(self) -> None:
@@ -135,11 +258,14 @@ class KeyedTable(DataTable):
         self.clear()
         self._specs.clear()
         self._pending.clear()
+        self._reset_widths()
 
     def sync(self, rows: dict[str, tuple[CellSpec, ...]], *, complete: bool = True) -> tuple[int, int, int]:
         """Make the table show ``rows`` (in their order, for new rows). With ``complete``, rows
         not given are removed. Returns (added, updated, removed)."""
         removed = 0
+        if not self._specs and not self._pending and rows:
+            self._fresh = True
         if complete:
             gone = [k for k in self._specs if k not in rows]
             if len(gone) > REBUILD_AFTER_REMOVALS:
@@ -147,6 +273,10 @@ class KeyedTable(DataTable):
                 self.clear()
                 self._specs.clear()
                 self._pending = dict(rows)
+                self._reset_widths()
+                for specs in rows.values():
+                    self._measure(specs)
+                self._schedule_fit()
                 self._schedule_drain()
                 return len(rows), 0, removed
             for key in gone:
@@ -158,8 +288,12 @@ class KeyedTable(DataTable):
             if key in self._specs:
                 updated += self.upsert(key, specs) == "updated"
             else:
-                added += key not in self._pending
+                if key in self._pending:
+                    self._forget(self._pending[key])
+                else:
+                    added += 1
                 self._pending[key] = specs
+                self._measure(specs)
         if self._pending:
             if len(self._pending) <= FILL_CHUNK:
                 self._drain_once()
@@ -186,17 +320,25 @@ class KeyedTable(DataTable):
             del self._pending[key]
             self.add_row(*map(_render, specs), key=key)
             self._specs[key] = specs
-        if not self._pending and self.sort_column:
-            self.apply_sort()
+        if not self._pending:
+            if self.sort_column:
+                self.apply_sort(keep_cursor=not self._fresh)
+            self._fresh = False
+            if self.after_fill is not None and chunk:
+                self.after_fill()
 
     # -- sorting and cursor -----------------------------------------------------------------------
 
-    def apply_sort(self) -> None:
+    def apply_sort(self, *, keep_cursor: bool = True) -> None:
+        """Sort by the remembered column; the cursor stays on its row (or, after the first
+        fill, goes to the top)."""
         if self.sort_column and self.sort_column in self._column_keys and self.row_count:
-            key = self.selected_key()
+            key = self.selected_key() if keep_cursor else None
             self.sort(self.sort_column, key=_sort_value, reverse=self.sort_reverse)
             if key is not None:
                 self.select_key(key)
+            elif not keep_cursor:
+                self.move_cursor(row=0, animate=False)
 
     def sort_by(self, column: str) -> None:
         """Sort by ``column``; asking again for the same column reverses the order."""
@@ -218,3 +360,21 @@ class KeyedTable(DataTable):
     def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
         if event.column_key.value is not None:
             self.sort_by(event.column_key.value)
+
+
+def fit_widths(natural: Mapping[str, int], flex: Mapping[str, int], budget: int) -> dict[str, int]:
+    """Column widths within ``budget`` cells: fixed columns keep their natural width; the
+    flexible ones give way in the order ``flex`` lists them (the first is cut down to its
+    minimum before the next is touched), never below their minimum. When even the minimums
+    do not fit, the minimums are returned (the table scrolls sideways)."""
+    widths = dict(natural)
+    excess = sum(natural.values()) - budget
+    for key, minimum in flex.items():
+        if excess <= 0:
+            break
+        if key not in widths:
+            continue
+        cut = max(0, min(excess, widths[key] - minimum))
+        widths[key] -= cut
+        excess -= cut
+    return widths

@@ -100,10 +100,9 @@ async def test_register_through_the_form_then_watch_an_eviction(live_plane):
             client.register_model(f"m{i}", path=f"m{i}/model.onnx", load_now=True, sync=True)
             if not client.get_model("m0").copies:
                 break
-        await wait_for(pilot, lambda: (placement.table.spec("m0") or [("", None, "")] * 2)[1][0].strip() == "✕",
+        await wait_for(pilot, lambda: placement.copy_cell("m0", "pod-0") == "✕",
                        timeout=30, what="the evicted copy lit up in Placement")
-        loaded_now = [m for m in ("m1", "m2", "m3") if placement.table.spec(m)
-                      and placement.table.spec(m)[1][0].strip() == "●"]
+        loaded_now = [m for m in ("m1", "m2", "m3") if placement.copy_cell(m, "pod-0").startswith("●")]
         assert loaded_now, "the model that took m0's place is shown loaded on pod-0"
         capacity = str(placement.query_one("#placement-pods").render())
         assert "pod-0" in capacity

@@ -44,6 +44,23 @@ def test_model_details(snap_compare, demo_app):
     assert snap_compare(demo_app(settings=settings(), start_view="models"), terminal_size=SIZE, run_before=select)
 
 
+def test_models_wide(snap_compare, demo_app):
+    assert snap_compare(demo_app(settings=settings(), start_view="models"), terminal_size=(180, 36))
+
+
+def test_pod_view(snap_compare, demo_app):
+    async def open_pod(pilot):
+        pilot.app.open_pod("pod-1")
+        await pilot.pause()
+
+    assert snap_compare(demo_app(settings=settings(), start_view="placement"), terminal_size=SIZE,
+                        run_before=open_pod)
+
+
+def test_copies_form(snap_compare, demo_app):
+    assert snap_compare(demo_app(settings=settings(), start_view="placement"), terminal_size=SIZE, press=["c"])
+
+
 def test_register_form(snap_compare, demo_app):
     assert snap_compare(demo_app(settings=settings(), start_view="models"), terminal_size=SIZE, press=["r"])
 

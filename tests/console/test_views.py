@@ -164,8 +164,9 @@ async def test_placement_lights_up_an_eviction(demo_app):
         ev.key = f"{DEMO_NOW_MS * 1000 + 999:020d}-pod-0"
         app.post_message(PlaneChanged([Change("models", "resnet18", m), Change("events", ev.key, ev)]))
         await pilot.pause()
+        assert screen.copy_cell("resnet18", "pod-0") == "✕"  # the pod-0 cell, lit red
         row = screen.table.spec("resnet18")
-        assert row is not None and row[1][0].strip() == "✕"  # the pod-0 cell, lit red
+        assert row is not None and "red" in row[screen.table.column_keys.index("pod-0")][2]
 
 
 async def test_events_follow_and_pause(demo_app):
@@ -216,3 +217,14 @@ async def test_kubernetes_install_without_a_cluster_says_why(demo_app, tmp_path,
 
 def log_text(screen) -> str:
     return "\n".join(str(line.text) for line in screen.query_one("#install-log").lines)
+
+
+async def test_a_failing_action_is_shown_not_swallowed(demo_app):
+    app = demo_app()  # demo data: no etcd connection, so every change fails
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("4")
+        app.screen.table.select_key("ocr-crnn")
+        await pilot.press("l")
+        shown = await wait_for(pilot, lambda: [n for n in app._notifications if n.severity == "error"],
+                               what="the error notification")
+        assert shown[0].title == "load failed" and "not connected to etcd" in shown[0].message
