@@ -65,7 +65,7 @@ POD_STOP_TIMEOUT_S = 15.0
 ETCD_STOP_TIMEOUT_S = 5.0
 FAILED_START_STOP_S = 5.0  # stopping what a failed `mesh up` started
 STATE_FILE = "plane.json"
-REST_BASE_PORT = 8008  # ModelMesh's REST proxy port: embedded pods get consecutive ports from here
+REST_BASE_PORT = 8008  # ModelMesh's REST proxy port: `mesh up`'s pods get consecutive ports from here
 ETCD_MARKER, POD_MARKER = "etcd", "plane.pod"  # in the command lines (pid checks of old records)
 # Not recorded for restarts: per pod, or a secret that must not sit in plane.json.
 _UNRECORDED = {"grpc_port", "metrics_port", "rest_port", "pod_id", "etcd_password", "peer_token"}  # secrets stay out
@@ -283,12 +283,15 @@ def _start(settings: MeshSettings, pods: int, capacity: int | None, tls: bool, r
     procs: list[subprocess.Popen] = []
     try:
         port = settings.grpc_port
-        rest_port = settings.rest_port or REST_BASE_PORT
+        rest_port = settings.rest_port  # consecutive from it; 0: any free port (library callers, tests)
         for i in range(pods):
             while not port_is_free(port, settings.host):
                 port += 1
-            while not port_is_free(rest_port, settings.host) or rest_port == port:
-                rest_port += 1
+            if settings.rest_port:
+                while not port_is_free(rest_port, settings.host) or rest_port == port:
+                    rest_port += 1
+            else:
+                rest_port = free_port(settings.host)
             metrics_port = free_port(settings.host)
             pod_id = f"pod-{i}"
             log_path = state_dir / "logs" / f"{pod_id}.log"

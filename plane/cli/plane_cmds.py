@@ -36,6 +36,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     capacity = parse_size(args.capacity) if args.capacity else None
     pods = DEFAULT_PODS if args.pods is None else args.pods
     try:
+        if not settings.rest_port:  # `mesh up`: REST on ModelMesh's port and the next ones
+            settings = settings.model_copy(update={"rest_port": local.REST_BASE_PORT})
         plane = local.up(settings, pods=pods, capacity=capacity, progress=plain_progress(), tls=args.tls)
     except local.AlreadyUp as exc:
         if args.json:

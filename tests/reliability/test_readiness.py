@@ -13,6 +13,7 @@ import pytest
 from plane import local
 from plane.proto import inference_pb2 as ipb
 from plane.proto import inference_pb2_grpc as igrpc
+from tests.support import pin_metadata
 
 from .conftest import load_here, start_plane, uid, wait_for
 
@@ -64,7 +65,7 @@ def test_ready_only_after_registration_and_false_while_draining(etcd_endpoint, r
                 x = ipb.ModelInferRequest(model_name=models[1])
                 x.inputs.add(name="input", datatype="FP32", shape=[1, 64])
                 x.raw_input_contents.append(b"\0" * 256)
-                stub.ModelInfer(x, metadata=(("mm-internal-hop", "1"),), timeout=60)
+                stub.ModelInfer(x, metadata=pin_metadata(), timeout=60)
                 assert all(client.get_model(m).loaded_on() == [pod_id] for m in models)
                 assert poll_ready(stub) is True
 
@@ -110,7 +111,7 @@ def test_drain_migrates_what_peers_can_take(etcd_endpoint, rel_models, medium_mo
                 x = ipb.ModelInferRequest(model_name=medium)
                 x.inputs.add(name="input", datatype="FP32", shape=[1, 64])
                 x.raw_input_contents.append(b"\0" * 256)
-                stub.ModelInfer(x, metadata=(("mm-internal-hop", "1"),), timeout=60)  # ... medium most recently
+                stub.ModelInfer(x, metadata=pin_metadata(), timeout=60)  # ... medium most recently
             os.kill(proc.pid, signal.SIGTERM)
             wait_for(lambda: proc.poll() is not None, 45, "pod-big to exit")
         finally:
