@@ -200,6 +200,11 @@ def test_a_hung_holder_costs_one_hop_timeout_not_the_deadline(etcd_endpoint, tmp
         plane.client.register_model(model_id, path="tiny/model.onnx")
         holder, other = plane.pods
         load_here(holder.endpoint, model_id)
+
+        def other_sees_the_copy() -> bool:  # else it may pick the (soon hung) holder as a loader
+            return infer_stub(other.endpoint)[1].ModelReady(ipb.ModelReadyRequest(name=model_id), timeout=5).ready
+
+        wait_for(other_sees_the_copy, 10, "the other pod's view to show the copy")
         os.kill(holder.pid, signal.SIGSTOP)
         try:
             stub = infer_stub(other.endpoint)[1]
