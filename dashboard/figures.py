@@ -1,54 +1,57 @@
-"""Plotly figures over plane data: pure functions of snapshots and event lists.
+"""Plotly figures of placement: pure functions of a :class:`~plane.api.PlacementSnapshot`.
 
 Nothing here talks to etcd or Streamlit, so every figure can be unit-tested with hand-made
-:class:`~plane.api.PlacementSnapshot` and :class:`~plane.registry.Event` values.
+snapshots. They stay legible at any scale: the heatmap draws a selection (top N, the rest in
+one row, see :mod:`dashboard.placement_data`), and the treemap and a pod's bar chart draw the
+biggest copies and one "other" tile for the rest. Activity figures live in
+:mod:`dashboard.activity`.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Iterable, Sequence
+import zlib
 
 import plotly.graph_objects as go
 
+from dashboard.placement_data import Selection, copy_size, group_small, pod_columns, select
 from plane.api import PlacementSnapshot
-from plane.registry import Event, ModelRecord
+from plane.registry import ModelRecord
+from plane.settings import format_size
 
 __all__ = [
     "MIB",
-    "EVENT_COLORS",
-    "TIMELINE_KINDS",
+    "HEATMAP_TOP",
+    "PALETTE",
+    "model_color",
     "heatmap_data",
     "placement_heatmap",
     "capacity_bars",
     "pod_memory_stacked",
     "pod_memory_treemap",
-    "events_timeline",
-    "filter_events",
+    "pod_copies_bar",
     "empty_figure",
 ]
 
 MIB = 1024 * 1024
-# The kinds drawn on the timeline and their colours (loads green, evictions orange, failures red).
-EVENT_COLORS = {
-    "load": "#9ecae1",
-    "loaded": "#2ca02c",
-    "unload": "#7f7f7f",
-    "evict": "#ff7f0e",
-    "load-failed": "#d62728",
-    "register": "#1f77b4",
-    "unregister": "#8c564b",
-    "vmodel": "#9467bd",
-}
-# Drawn in this order: later kinds on top, so evictions and failures are never hidden by loads.
-TIMELINE_KINDS = ("load", "unload", "loaded", "evict", "load-failed")
-EVENT_SYMBOLS = {"evict": "x", "load-failed": "triangle-up", "unload": "circle-open"}
-HEATMAP_MAX_MODELS = 60
+HEATMAP_TOP = 40
+TREEMAP_KEEP = 14  # copies per pod drawn as their own tile ...
+TREEMAP_MIN_SHARE = 0.004  # ... when each holds at least this share of the pod (a readable tile)
 MARGIN = {"l": 10, "r": 10, "t": 50, "b": 10}
+# A qualitative palette (plotly's D3 + G10, without the greys): one colour per model, the same
+# on every pod and every refresh.
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22",
+           "#17becf", "#3366cc", "#dc3912", "#109618", "#990099", "#0099c6", "#dd4477", "#66aa00",
+           "#b82e2e", "#316395", "#aaaa11", "#22aa99")
+OTHER_COLOR = "#c7c7c7"
+LOADING_COLOR = "#c6dbef"
 
 
 def _mib(n: int | float) -> float:
     return round(float(n) / MIB, 2)
+
+
+def model_color(model_id: str) -> str:
+    return PALETTE[zlib.crc32(model_id.encode()) % len(PALETTE)]
 
 
 def empty_figure(message: str, *, height: int = 260) -> go.Figure:
@@ -62,74 +65,57 @@ def empty_figure(message: str, *, height: int = 260) -> go.Figure:
     return fig
 
 
-def _copy_size(m: ModelRecord, pod: str) -> int:
-    c = m.copies[pod]
-    return c.size or m.size
-
-
-def heatmap_data(snap: PlacementSnapshot, *, max_models: int = HEATMAP_MAX_MODELS,
-                 models: Iterable[str] | None = None):
-    """Rows (model ids), columns (pod ids), z (MiB of the copy or None) and hover text.
-
-    Only models with at least one copy are drawn (largest total footprint first, at most
-    ``max_models``); ``models`` restricts the rows to those ids. Pods that hold copies but
-    have no live instance record are still shown as columns, marked ``(gone)``.
-    """
-    wanted = set(models) if models is not None else None
-    placed = [m for m in snap.models if m.copies and (wanted is None or m.model_id in wanted)]
-    placed.sort(key=lambda m: (-sum(_copy_size(m, p) for p in m.copies), m.model_id))
-    placed = placed[:max_models]
-    live = [p.pod_id for p in snap.pods]
-    extra = sorted({p for m in placed for p in m.copies} - set(live))
-    pods = live + extra
-    labels = [p if p in live else f"{p} (gone)" for p in pods]
+def heatmap_data(snap: PlacementSnapshot, sel: Selection | None = None):
+    """Rows (model ids), columns (pod labels), z (MiB of the copy or None) and hover text of
+    the selection's models (default: :func:`~dashboard.placement_data.select`). Pods that
+    hold copies but have no live instance record are still columns, marked ``(gone)``."""
+    sel = sel or select(snap)
+    pods, labels = pod_columns(snap, sel.rows + sel.rest)
     z: list[list[float | None]] = []
     text: list[list[str]] = []
-    for m in placed:
-        row: list[float | None] = []
-        trow: list[str] = []
-        for p in pods:
-            c = m.copies.get(p)
-            if c is None:
-                row.append(None)
-                trow.append("")
-            else:
-                row.append(_mib(_copy_size(m, p)))
-                trow.append(c.state)
-        z.append(row)
-        text.append(trow)
-    return [m.model_id for m in placed], labels, z, text
+    for m in sel.rows:
+        z.append([_mib(copy_size(m, p)) if p in m.copies else None for p in pods])
+        text.append([m.copies[p].state if p in m.copies else "" for p in pods])
+    return [m.model_id for m in sel.rows], labels, z, text
 
 
-def placement_heatmap(snap: PlacementSnapshot, *, max_models: int = HEATMAP_MAX_MODELS,
-                      models: Iterable[str] | None = None) -> go.Figure:
-    """Models x pods; a cell is the loaded size (MiB) of the model's copy on that pod."""
-    rows, cols, z, text = heatmap_data(snap, max_models=max_models, models=models)
+def placement_heatmap(snap: PlacementSnapshot, sel: Selection | None = None) -> go.Figure:
+    """Models x pods; a cell is the loaded size (MiB) of the model's copy on that pod. The
+    models left out of the selection are the last row, on a grey band: per pod, how many of
+    their copies it holds and how much memory they take (text only, so their sum never
+    skews the colour scale of the shown models)."""
+    sel = sel or select(snap)
+    rows, cols, z, text = heatmap_data(snap, sel)
     if not rows:
-        return empty_figure("no model has a copy on any pod yet")
-    fig = go.Figure(
-        go.Heatmap(
-            z=z,
-            x=cols,
-            y=rows,
-            text=text,
-            texttemplate="%{text}",
-            colorscale="Blues",
-            colorbar={"title": {"text": "MiB"}},
-            hoverongaps=False,
-            hovertemplate="model %{y}<br>pod %{x}<br>%{z} MiB (%{text})<extra></extra>",
-            zmin=0,
-            xgap=2,
-            ygap=2,
-            name="placement",
-        )
-    )
+        why = f"no placed model matches '{sel.needle}'" if sel.needle else "no model has a copy on any pod yet"
+        return empty_figure(why)
+    hover = [[f"#{sel.rank[r]:,} by {sel.by}"] * len(cols) for r in rows]
+    if sel.rest:
+        pods, _ = pod_columns(snap, sel.rows + sel.rest)
+        per = [sel.rest_per_pod.get(p, (0, 0)) for p in pods]
+        rows = [*rows, sel.rest_label]
+        z = [*z, [None] * len(cols)]
+        text = [*text, [f"{n:,} cop{'y' if n == 1 else 'ies'}, {format_size(b)}" if n else "" for b, n in per]]
+        hover = [*hover, ["the others"] * len(cols)]
+    fig = go.Figure(go.Heatmap(
+        z=z, x=cols, y=rows, text=text, customdata=hover, texttemplate="%{text}", colorscale="Blues",
+        colorbar={"title": {"text": "MiB"}, "len": 0.5, "y": 1, "yanchor": "top"}, hoverongaps=False,
+        hovertemplate="model %{y} (%{customdata})<br>pod %{x}<br>%{z} MiB (%{text})<extra></extra>",
+        zmin=0, xgap=2, ygap=2, name="placement",
+    ))
+    if sel.rest:
+        n = len(rows) - 1  # category rows sit at 0, 1, ...: the band covers the last one
+        fig.add_shape(type="rect", xref="paper", x0=0, x1=1, yref="y", y0=n - 0.5, y1=n + 0.5,
+                      fillcolor="#ececec", line={"width": 0}, layer="below")
+    what = f"matching '{sel.needle}'" if sel.needle else "placed"
     fig.update_layout(
-        title={"text": f"Placement: {len(rows)} model(s) on {len(cols)} pod(s)"},
-        height=max(260, 60 + 26 * len(rows)),
+        title={"text": f"Placement: {len(sel.rows):,} of {sel.matched:,} {what} model(s), top by {sel.by}, "
+                       f"on {len(cols)} pod(s)"},
+        height=max(260, 110 + 24 * len(rows)),
         margin=MARGIN,
-        yaxis={"autorange": "reversed", "type": "category"},
-        xaxis={"type": "category", "title": {"text": "pod"}},
+        yaxis={"autorange": "reversed", "type": "category", "categoryorder": "array", "categoryarray": rows,
+               "dtick": 1},
+        xaxis={"type": "category", "title": {"text": "pod"}, "side": "top"},
     )
     return fig
 
@@ -163,111 +149,92 @@ def pod_memory_stacked(snap: PlacementSnapshot, *, top: int = 12) -> go.Figure:
     totals: dict[str, int] = {}
     for m in snap.models:
         for p in m.copies:
-            totals[m.model_id] = totals.get(m.model_id, 0) + _copy_size(m, p)
+            totals[m.model_id] = totals.get(m.model_id, 0) + copy_size(m, p)
     named = sorted(totals, key=lambda k: (-totals[k], k))[:top]
     fig = go.Figure()
     by_id = {m.model_id: m for m in snap.models}
     for mid in named:
         m = by_id[mid]
-        fig.add_bar(x=pods, y=[_mib(_copy_size(m, p)) if p in m.copies else 0 for p in pods], name=mid,
-                    hovertemplate=f"{mid}<br>%{{x}}: %{{y}} MiB<extra></extra>")
-    rest = [m for m in snap.models if m.model_id not in set(named) and m.copies]
+        fig.add_bar(x=pods, y=[_mib(copy_size(m, p)) if p in m.copies else 0 for p in pods], name=mid,
+                    marker_color=model_color(mid), hovertemplate=f"{mid}<br>%{{x}}: %{{y}} MiB<extra></extra>")
+    keep = set(named)
+    rest = [m for m in snap.models if m.model_id not in keep and m.copies]
     if rest:
-        fig.add_bar(x=pods, y=[_mib(sum(_copy_size(m, p) for m in rest if p in m.copies)) for p in pods],
-                    name="other", marker_color="#c7c7c7")
-    fig.update_layout(barmode="stack", title={"text": "What fills each pod (MiB)"}, height=360,
+        counts = [sum(1 for m in rest if p in m.copies) for p in pods]
+        fig.add_bar(x=pods, y=[_mib(sum(copy_size(m, p) for m in rest if p in m.copies)) for p in pods],
+                    name=f"other ({len(rest):,} models)", marker_color=OTHER_COLOR, customdata=counts,
+                    hovertemplate="other: %{customdata} copies<br>%{x}: %{y} MiB<extra></extra>")
+    fig.update_layout(barmode="stack", title={"text": "What fills each pod (MiB)"}, height=380,
                       margin=MARGIN, xaxis={"type": "category"})
     return fig
 
 
-def pod_memory_treemap(snap: PlacementSnapshot) -> go.Figure:
-    """Treemap: pods, and inside each the models whose copies fill it (area = MiB)."""
-    ids, labels, parents, values, colors = [], [], [], [], []
+def _tile(m: ModelRecord, pod_id: str) -> tuple[str, str]:
+    loading = m.copies[pod_id].state != "loaded"
+    return (m.model_id + (" (loading)" if loading else ""), LOADING_COLOR if loading else model_color(m.model_id))
+
+
+def pod_memory_treemap(snap: PlacementSnapshot, *, keep: int = TREEMAP_KEEP,
+                       min_share: float = TREEMAP_MIN_SHARE) -> go.Figure:
+    """Treemap: pods, and inside each its biggest copies (area = MiB, one colour per model),
+    the small ones grouped as one "other" tile, and the free memory."""
+    ids: list[str] = []
+    labels: list[str] = []
+    parents: list[str] = []
+    values: list[float] = []
+    colors: list[str] = []
+
+    def add(id_: str, label: str, parent: str, value: float, color: str) -> None:
+        ids.append(id_)
+        labels.append(label)
+        parents.append(parent)
+        values.append(value)
+        colors.append(color)
+
     for pod in snap.pods:
         held = snap.pod_models(pod.pod_id)
         total = sum(size for _, size in held)
-        ids.append(pod.pod_id)
-        labels.append(pod.pod_id)
-        parents.append("")
-        values.append(0.0)
-        colors.append("#eeeeee")
+        add(pod.pod_id, pod.pod_id, "", 0.0, "#eeeeee")
         root = len(values) - 1
-        for m, size in held:
-            ids.append(f"{pod.pod_id}/{m.model_id}")
-            labels.append(m.model_id)
-            parents.append(pod.pod_id)
-            values.append(_mib(size))
-            colors.append("#2ca02c" if m.copies[pod.pod_id].state == "loaded" else "#9ecae1")
+        named, n_other, other_bytes = group_small(held, keep=keep, min_share=min_share,
+                                                  whole=max(pod.capacity, total))
+        for m, size in named:
+            label, color = _tile(m, pod.pod_id)
+            add(f"{pod.pod_id}/{m.model_id}", label, pod.pod_id, _mib(size), color)
+        if n_other:
+            add(f"{pod.pod_id}/(other)", f"other: {n_other:,} copies", pod.pod_id, _mib(other_bytes), OTHER_COLOR)
         free = pod.capacity - total
         if free > 0:
-            ids.append(f"{pod.pod_id}/(free)")
-            labels.append("(free)")
-            parents.append(pod.pod_id)
-            values.append(_mib(free))
-            colors.append("#ffffff")
+            add(f"{pod.pod_id}/(free)", "(free)", pod.pod_id, _mib(free), "#ffffff")
         # branchvalues="total": a pod is exactly the sum of its (rounded) parts
         values[root] = round(sum(values[root + 1 :]), 2)
     if not ids:
         return empty_figure("no pod is running")
     fig = go.Figure(go.Treemap(ids=ids, labels=labels, parents=parents, values=values, branchvalues="total",
-                               marker={"colors": colors},
-                               hovertemplate="%{label}: %{value} MiB<extra></extra>"))
-    fig.update_layout(title={"text": "Pod memory (MiB)"}, height=420, margin=MARGIN)
+                               marker={"colors": colors, "line": {"width": 1, "color": "#ffffff"}},
+                               textinfo="label+value", maxdepth=2, sort=False,  # pods in id order
+                               hovertemplate="%{label}: %{value} MiB<extra>%{parent}</extra>"))
+    fig.update_layout(title={"text": "Pod memory (MiB): biggest copies, small ones as 'other'"}, height=440,
+                      margin=MARGIN)
     return fig
 
 
-def filter_events(events: Sequence[Event], *, since_ms: int = 0, kinds: Iterable[str] | None = None,
-                  pods: Iterable[str] | None = None, model_contains: str = "") -> list[Event]:
-    """The events that pass every given filter (None/empty means 'any')."""
-    kinds_set = set(kinds) if kinds else None
-    pods_set = set(pods) if pods else None
-    needle = model_contains.strip().lower()
-    return [
-        e
-        for e in events
-        if e.time_ms >= since_ms
-        and (kinds_set is None or e.kind in kinds_set)
-        and (pods_set is None or (e.pod or "api") in pods_set)
-        and (not needle or needle in e.model.lower())
-    ]
-
-
-def _ts(ms: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
-
-
-def events_timeline(events: Sequence[Event], *, since_ms: int | None = None,
-                    until_ms: int | None = None) -> go.Figure:
-    """Scatter timeline: x = time, y = pod, one trace per event kind (loads, evictions,
-    failures ...), hover shows model, size and reason."""
-    if not events:
-        return empty_figure("no events in this window")
-    fig = go.Figure()
-    pods = sorted({e.pod or "api" for e in events})
-    order = list(TIMELINE_KINDS) + sorted({e.kind for e in events} - set(TIMELINE_KINDS))
-    for kind in order:
-        evs = [e for e in events if e.kind == kind]
-        if not evs:
-            continue
-        fig.add_scatter(
-            x=[_ts(e.time_ms) for e in evs],
-            y=[e.pod or "api" for e in evs],
-            mode="markers",
-            name=kind,
-            marker={"color": EVENT_COLORS.get(kind, "#444"), "size": 11,
-                    "symbol": EVENT_SYMBOLS.get(kind, "circle"), "line": {"width": 1, "color": "#333"}},
-            customdata=[[e.model, _mib(e.size), e.reason] for e in evs],
-            hovertemplate=("%{x|%H:%M:%S}  " + kind + "<br>model %{customdata[0]}<br>%{customdata[1]} MiB"
-                           "<br>%{customdata[2]}<extra>%{y}</extra>"),
-        )
-    xr = None
-    if since_ms is not None and until_ms is not None:
-        xr = [_ts(since_ms), _ts(until_ms)]
-    fig.update_layout(
-        title={"text": f"Events: {len(events)} on {len(pods)} pod(s)"},
-        height=max(260, 120 + 40 * len(pods)),
-        margin=MARGIN,
-        yaxis={"type": "category", "categoryorder": "array", "categoryarray": pods, "title": {"text": "pod"}},
-        xaxis={"range": xr, "title": {"text": "time (UTC)"}},
-    )
+def pod_copies_bar(snap: PlacementSnapshot, pod_id: str, *, keep: int = 25) -> go.Figure:
+    """One pod's copies by size (the ``keep`` biggest, then one bar for the others)."""
+    held = snap.pod_models(pod_id)
+    if not held:
+        return empty_figure(f"{pod_id} holds no copy", height=200)
+    named, n_other, other_bytes = group_small(held, keep=keep, min_share=0.0, whole=1)
+    labels = [_tile(m, pod_id)[0] for m, _ in named]
+    sizes = [_mib(s) for _, s in named]
+    colors = [_tile(m, pod_id)[1] for m, _ in named]
+    if n_other:
+        labels.append(f"other: {n_other:,} copies")
+        sizes.append(_mib(other_bytes))
+        colors.append(OTHER_COLOR)
+    fig = go.Figure(go.Bar(x=sizes, y=labels, orientation="h", marker_color=colors, name=pod_id,
+                           hovertemplate="%{y}: %{x} MiB<extra></extra>"))
+    fig.update_layout(title={"text": f"{pod_id}: {len(held):,} copies by size (MiB)"},
+                      height=max(200, 90 + 22 * len(labels)), margin=MARGIN,
+                      yaxis={"autorange": "reversed", "type": "category"})
     return fig

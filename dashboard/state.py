@@ -1,10 +1,17 @@
 """Shared state of the dashboard: one PlaneClient per plane, short-lived cached reads.
 
 The client is created once per (etcd endpoint, prefix) with ``st.cache_resource`` and
-closed when Streamlit drops it. Snapshots and event lists are cached for a second or two
-with ``st.cache_data`` so that several figures, and several browser sessions, share one
-registry read. Everything goes through :class:`plane.api.PlaneClient`: the dashboard never
-talks to etcd its own way.
+closed when Streamlit drops it. Snapshots, the event log and the pods' per-minute stats are
+cached for a second or two so that several figures, and several browser sessions, share one
+registry read. They are cached as shared read-only objects (``st.cache_resource`` with a TTL),
+not copied on every read as ``st.cache_data`` would: a copy of a 5,000-model snapshot costs
+0.2 s. Callers must not change what they get.
+
+Every figure is computed from the whole registry or from server-side aggregates: models and
+pods from :meth:`PlaneClient.snapshot` (every record), activity counts and per-minute charts
+from :meth:`PlaneClient.stats` (exact counts the pods write), and the event log whole (it holds
+at most ``MESH_EVENTS_MAX`` entries; :func:`events_max` says how many). Everything goes through
+:class:`plane.api.PlaneClient`: the dashboard never talks to etcd its own way.
 """
 
 from __future__ import annotations
@@ -17,8 +24,9 @@ import streamlit as st
 
 from plane import local
 from plane.api import PlacementSnapshot, PlaneClient
-from plane.registry import Event, RegistryError
+from plane.registry import Event, InstanceRecord, RegistryError
 from plane.settings import MeshSettings
+from plane.stats import StatsRecord, minute_of
 
 __all__ = [
     "PlaneTarget",
@@ -27,14 +35,17 @@ __all__ = [
     "client",
     "require_client",
     "snapshot",
+    "pods",
     "events",
+    "stats",
+    "events_max",
     "refresh",
     "SNAPSHOT_TTL_S",
     "EVENTS_TTL_S",
     "REFRESH_S",
 ]
 
-SNAPSHOT_TTL_S = float(os.environ.get("MESH_DASHBOARD_SNAPSHOT_TTL_S", "1.0"))
+SNAPSHOT_TTL_S = float(os.environ.get("MESH_DASHBOARD_SNAPSHOT_TTL_S", "2.0"))  # = the live refresh
 EVENTS_TTL_S = float(os.environ.get("MESH_DASHBOARD_EVENTS_TTL_S", "2.0"))
 REFRESH_S = float(os.environ.get("MESH_DASHBOARD_REFRESH_S", "2.0"))
 
@@ -99,14 +110,24 @@ def _drop_client(tgt: PlaneTarget) -> None:
     _client_for.clear(tgt.etcd, tgt.prefix)
 
 
-@st.cache_data(ttl=SNAPSHOT_TTL_S, show_spinner=False, max_entries=8)
+@st.cache_resource(ttl=SNAPSHOT_TTL_S, show_spinner=False, max_entries=8)
 def _snapshot(etcd: str, prefix: str) -> PlacementSnapshot:
     return _client_for(etcd, prefix).snapshot()
 
 
-@st.cache_data(ttl=EVENTS_TTL_S, show_spinner=False, max_entries=16)
+@st.cache_resource(ttl=EVENTS_TTL_S, show_spinner=False, max_entries=16)
 def _events(etcd: str, prefix: str, since_bucket_ms: int, limit: int) -> list[Event]:
     return _client_for(etcd, prefix).events(since_ms=since_bucket_ms, limit=limit)
+
+
+@st.cache_resource(ttl=SNAPSHOT_TTL_S, show_spinner=False, max_entries=8)
+def _pods(etcd: str, prefix: str) -> list[InstanceRecord]:
+    return _client_for(etcd, prefix).pods()
+
+
+@st.cache_resource(ttl=EVENTS_TTL_S, show_spinner=False, max_entries=16)
+def _stats(etcd: str, prefix: str, since_minute_ms: int) -> list[StatsRecord]:
+    return _client_for(etcd, prefix).stats(since_ms=since_minute_ms)
 
 
 def _guarded(fn, tgt: PlaneTarget, *args):
@@ -126,9 +147,10 @@ def snapshot() -> PlacementSnapshot:
     return _guarded(_snapshot, tgt)
 
 
-def events(*, window_s: int, limit: int = 2000) -> list[Event]:
-    """Events of the last ``window_s`` seconds (the start is rounded to 5 s so that the
-    cache key stays stable between refreshes), at most EVENTS_TTL_S old."""
+def events(*, window_s: int, limit: int = 0) -> list[Event]:
+    """Events of the last ``window_s`` seconds, oldest first: every one the log holds unless
+    ``limit`` (the start is rounded to 5 s so that the cache key stays stable between
+    refreshes; callers filter the exact window), at most EVENTS_TTL_S old."""
     tgt = target()
     client(tgt)
     assert tgt is not None
@@ -137,10 +159,34 @@ def events(*, window_s: int, limit: int = 2000) -> list[Event]:
     return _guarded(_events, tgt, since, limit)
 
 
+def pods() -> list[InstanceRecord]:
+    """The live pods' instance records only (cheaper than a snapshot of every model)."""
+    tgt = target()
+    client(tgt)
+    assert tgt is not None
+    return _guarded(_pods, tgt)
+
+
+def stats(*, window_s: int) -> list[StatsRecord]:
+    """Every pod's per-minute counts (plane.stats) of the whole minutes from the minute
+    ``window_s`` seconds ago on, at most EVENTS_TTL_S old: exact, however busy the plane."""
+    tgt = target()
+    client(tgt)
+    assert tgt is not None
+    return _guarded(_stats, tgt, minute_of(time.time() * 1000 - window_s * 1000))
+
+
+def events_max() -> int:
+    """How many events the plane's log keeps (older ones are trimmed)."""
+    return int(settings().events_max)
+
+
 def refresh() -> None:
-    """Forget cached reads (after this session changed something)."""
+    """Forget cached reads (after this session changed something, or in tests)."""
     _snapshot.clear()
+    _pods.clear()
     _events.clear()
+    _stats.clear()
 
 
 def forget_clients() -> None:

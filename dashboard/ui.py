@@ -17,7 +17,12 @@ from plane.settings import format_age, format_size
 if TYPE_CHECKING:
     from pandas.io.formats.style import Styler
 
-__all__ = ["errors_shown", "fmt_time", "fmt_size", "fmt_ago", "fmt_rate", "sortable_table"]
+__all__ = ["errors_shown", "fmt_time", "fmt_size", "fmt_ago", "fmt_rate", "sortable_table", "paged_table",
+           "PAGE_SIZES", "page_bounds", "choices", "CHOICES_MAX"]
+
+CHOICES_MAX = 300  # a selectbox lists at most this many model ids (5,000 would be 100 KiB a rerun)
+
+PAGE_SIZES = (25, 50, 100, 250)  # 250 rows of 35 px stay below st.dataframe's 10,000 px "content" cap
 
 
 @contextlib.contextmanager
@@ -63,3 +68,53 @@ def sortable_table(df: pd.DataFrame, shown: Mapping[str, Callable[[Any], str]]) 
             out[column] = out[column].map(fmt)
         return out
     return df.style.format(dict(shown))
+
+
+def page_bounds(n_rows: int, page: int, page_size: int) -> tuple[int, int, int]:
+    """(first row, end row, number of pages) of 1-based ``page`` (clamped to the last page)."""
+    pages = max(1, -(-n_rows // page_size))
+    page = min(max(1, page), pages)
+    start = (page - 1) * page_size
+    return start, min(n_rows, start + page_size), pages
+
+
+def paged_table(df: pd.DataFrame, *, key: str, shown: Mapping[str, Callable[[Any], str]] | None = None,
+                column_config: Mapping[str, Any] | None = None, page_size: int = 50,
+                noun: str = "row") -> pd.DataFrame:
+    """``df`` as a full-height table (every row of the page visible, no inner scrolling), one
+    page at a time when it is long, with every column shown across the page's width. Sort
+    ``df`` before: the order is the table's across pages (a click on a header sorts one page).
+    ``shown`` words columns as :func:`sortable_table` does. Returns the page shown."""
+    n = len(df)
+    size = page_size
+    page = 1
+    if n > PAGE_SIZES[0]:
+        a, b, c = st.columns([1, 1, 4], vertical_alignment="bottom")
+        size = a.selectbox("Rows per page", PAGE_SIZES, index=PAGE_SIZES.index(page_size) if page_size in PAGE_SIZES
+                           else 1, key=f"{key}_size")
+        pages = page_bounds(n, 1, size)[2]
+        if int(st.session_state.get(f"{key}_page", 1)) > pages:  # the table got shorter
+            st.session_state[f"{key}_page"] = pages
+        page = int(b.number_input("Page", min_value=1, max_value=pages, value=1, step=1,
+                                  key=f"{key}_page")) if pages > 1 else 1
+        start, end, pages = page_bounds(n, page, size)
+        c.caption(f"{noun}s {start + 1:,}–{end:,} of {n:,}" + (f" · page {page} of {pages}" if pages > 1 else ""))
+    start, end, _ = page_bounds(n, page, size)
+    part = df.iloc[start:end]
+    data = sortable_table(part, shown) if shown else part
+    st.dataframe(data, hide_index=True, height="content", width="stretch", key=key,
+                 column_config=dict(column_config or {}))
+    return part
+
+
+def choices(ids: list[str], needle: str = "", *, cap: int = CHOICES_MAX,
+            keep: str | None = None) -> tuple[list[str], str]:
+    """The ids containing ``needle`` for a selectbox, at most ``cap`` of them (plus ``keep``,
+    the current choice), and a note when some were left out ("" when none were)."""
+    n = needle.strip().lower()
+    matched = [i for i in ids if n in i.lower()] if n else list(ids)
+    shown = matched[:cap]
+    if keep and keep in matched and keep not in shown:
+        shown.append(keep)
+    note = f"{cap:,} of {len(matched):,} listed: type in the filter to narrow" if len(matched) > cap else ""
+    return shown, note

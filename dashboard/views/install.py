@@ -67,7 +67,7 @@ else:
     rows = [{"pod": p.pod_id, "pid": p.pid, "alive": local.pid_alive(p.pid), "endpoint": p.endpoint,
              "metrics port": p.metrics_port, "log": p.log} for p in plane.pods]
     st.dataframe(pd.DataFrame(rows, columns=["pod", "pid", "alive", "endpoint", "metrics port", "log"]),
-                 hide_index=True, key="install_pods")
+                 hide_index=True, key="install_pods", height="content")
     if st.button("Stop the plane", type="primary", key="down"):
         bar = st.progress(0.0, text="stopping…")
         stopped = local.down(cfg.state_dir, progress=_progress_reporter(bar))
@@ -85,7 +85,7 @@ if tgt is not None:
             st.dataframe(pd.DataFrame([
                 {"pod": p.pod_id, "endpoint": p.endpoint, "capacity": fmt_size(p.capacity),
                  "used": fmt_size(p.used), "models": p.count, "stopping": p.shutting_down}
-                for p in snap.pods]), hide_index=True, key="install_registered")
+                for p in snap.pods]), hide_index=True, key="install_registered", height="content")
 
 st.divider()
 st.subheader("Kubernetes")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -9,12 +10,19 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import state
-from dashboard.ui import errors_shown, fmt_rate, fmt_size, sortable_table
+from dashboard.ui import choices, errors_shown, fmt_rate, fmt_size, paged_table
 from plane import usage
 from plane.api import PlacementSnapshot
 from plane.registry import ModelRecord, now_ms
 
 STATUSES = ["LOADED", "LOADING", "LOADING_FAILED", "NOT_LOADED"]
+LOAD_WAIT_S = 20.0  # after a "load now" registration, how long the page waits to say how it went
+SORTS = ["model", "status", "size", "last used", "req/min", "storage"]
+# Widths that fit all twelve columns in a wide page (1,280 px at a 1,440 px window): text longer
+# than its cell ends in "…" and reads whole on hover.
+MODEL_COLUMNS = {name: st.column_config.Column(width=w) for name, w in {
+    "model": 220, "status": 125, "type": 50, "storage": 70, "path": 160, "size": 75, "loaded on": 105,
+    "loading on": 80, "failed": 140, "vmodels": 70, "last used": 80, "req/min": 60}.items()}
 
 st.title("Models")
 client = state.require_client()
@@ -22,7 +30,33 @@ client = state.require_client()
 flash = st.session_state.pop("models_flash", None)
 if flash:
     kind, text = flash
-    (st.success if kind == "ok" else st.warning)(text)
+    {"ok": st.success, "fail": st.error}.get(kind, st.warning)(text)
+
+
+def wait_for_load(rec: ModelRecord, timeout: float = LOAD_WAIT_S) -> ModelRecord:
+    """The model's record once a pod loaded it or its load failed (or at the deadline)."""
+    deadline = time.monotonic() + timeout
+    while rec.status() in ("LOADING", "NOT_LOADED") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        rec = client.get_model(rec.model_id) or rec
+    return rec
+
+
+def registered_message(rec: ModelRecord, load_now: bool) -> tuple[str, str]:
+    """What the operator reads after a registration: a failed load is an error with the pods'
+    messages, never a green box."""
+    where = f"{rec.model_id} ({rec.key}:{rec.path})"
+    status = rec.status()
+    if status == "LOADING_FAILED":
+        why = "; ".join(f"{p}: {f.message}" for p, f in sorted(rec.failed.items())) or "no reason recorded"
+        return "fail", f"registered {where}, but loading it failed: {why}"
+    if status == "LOADED":
+        return "ok", f"registered {where}, loaded on {', '.join(rec.loaded_on())}"
+    if status == "LOADING":
+        return "ok", f"registered {where}, loading on {', '.join(rec.loading_on())}"
+    if load_now:
+        return "warn", f"registered {where}, status {status}: no pod has started loading it yet"
+    return "ok", f"registered {where}, status {status} (loaded on the first request)"
 
 
 def model_rows(snap: PlacementSnapshot, now: int) -> list[dict]:
@@ -70,17 +104,25 @@ with errors_shown("cannot list the models"):
 if snap is None:
     st.stop()
 
-c1, c2 = st.columns([2, 3])
+c1, c2, c3, c4 = st.columns([2, 3, 1.4, 1], vertical_alignment="bottom")
 needle = c1.text_input("Filter", key="models_filter", placeholder="model id or path contains")
 statuses = c2.multiselect("Status", STATUSES, key="models_status", placeholder="any status")
+sort_by = c3.selectbox("Sort by", SORTS, key="models_sort")
+descending = c4.toggle("Descending", key="models_desc")
 shown = _filtered(snap, needle, statuses)
 cols = ["model", "status", "type", "storage", "path", "size", "loaded on", "loading on", "failed", "vmodels",
         "last used", "req/min"]
 table = PlacementSnapshot(pods=snap.pods, models=shown, vmodels=snap.vmodels, taken_ms=snap.taken_ms)
 now = now_ms()
 frame = pd.DataFrame(model_rows(table, now), columns=cols)
-st.dataframe(sortable_table(frame, shown_as(table, now)), hide_index=True, key="models_table")
-st.caption(f"{len(shown)} of {len(snap.models)} model(s)")
+if len(frame):  # across pages (a click on the table's own header sorts one page)
+    sizes = {m.model_id: m.size for m in shown}
+    values = frame["model"].map(sizes) if sort_by == "size" else frame[sort_by]
+    frame = (frame.assign(_key=values)  # stable: ties keep the model-id order
+             .sort_values("_key", ascending=not descending, kind="stable").drop(columns="_key"))
+st.caption(f"{len(shown):,} of {len(snap.models):,} model(s)")
+paged_table(frame, key="models_table", shown=shown_as(table, now), column_config=MODEL_COLUMNS, page_size=50,
+            noun="model")
 
 model_ids = [m.model_id for m in snap.models]
 storage_keys: list[str] = []
@@ -104,10 +146,12 @@ if submitted:
         try:
             rec = client.register_model(model_id.strip(), path=path.strip(), storage_key=storage_key,
                                         type=mtype, load_now=load_now)
+            if load_now:
+                with st.spinner(f"waiting up to {LOAD_WAIT_S:.0f} s for a pod to load it…"):
+                    rec = wait_for_load(rec)
         finally:
             state.refresh()  # a load_now failure still leaves the model registered
-        st.session_state["models_flash"] = ("ok", f"registered {rec.model_id} ({rec.key}:{rec.path}), "
-                                                  f"status {rec.status()}")
+        st.session_state["models_flash"] = registered_message(rec, load_now)
         st.rerun()
 
 # -- unregister ----------------------------------------------------------------------------------------
@@ -116,7 +160,10 @@ with right:
     if not model_ids:
         st.caption("no model is registered")
     else:
-        victim = st.selectbox("Model", model_ids, key="unreg_model")
+        options, note = choices(model_ids, needle, keep=st.session_state.get("unreg_model"))
+        victim = st.selectbox("Model", options, key="unreg_model", help=note or None)
+        if note:
+            st.caption(note)
         pending = st.session_state.get("unreg_pending")
         if pending is None:
             if st.button("Unregister…", key="unreg_ask"):
@@ -144,7 +191,8 @@ st.subheader("vmodels")
 vleft, vright = st.columns(2)
 with vleft, st.form("vmodel_form"):
     vmodel_id = st.text_input("vmodel id", key="vm_id", placeholder="mnist")
-    target = st.selectbox("Target model", model_ids, key="vm_target", index=None,
+    targets, target_note = choices(model_ids, needle, keep=st.session_state.get("vm_target"))
+    target = st.selectbox("Target model", targets, key="vm_target", index=None, help=target_note or None,
                           placeholder="choose a registered model")
     auto_delete = st.checkbox("Delete the old target when the vmodel moves", key="vm_auto_delete")
     vsubmitted = st.form_submit_button("Set vmodel", key="vm_submit")
@@ -160,8 +208,8 @@ if vsubmitted:
 with vright:
     vrows = [{"vmodel": v.vmodel_id, "active": v.active, "target": v.target, "status": v.status(),
               "auto delete": v.auto_delete} for v in snap.vmodels]
-    st.dataframe(pd.DataFrame(vrows, columns=["vmodel", "active", "target", "status", "auto delete"]),
-                 hide_index=True, key="vmodels_table")
+    paged_table(pd.DataFrame(vrows, columns=["vmodel", "active", "target", "status", "auto delete"]),
+                key="vmodels_table", noun="vmodel")
     if snap.vmodels:
         dv = st.selectbox("vmodel", [v.vmodel_id for v in snap.vmodels], key="vm_delete_id")
         if st.button("Delete vmodel", key="vm_delete"):

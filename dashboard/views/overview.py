@@ -1,11 +1,17 @@
-"""Overview: the plane's pulse (the same figures as the console's header)."""
+"""Overview: the plane's pulse (the same figures as the console's header).
+
+Model and pod figures come from the whole registry (``client.snapshot()``); loads, evictions,
+failures and requests from the pods' own per-minute counts (``client.stats()``), exact however
+busy the plane; never from the bounded event log, which this page does not read.
+"""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import figures, state
+from dashboard import activity, figures, state
 from dashboard.ui import errors_shown, fmt_time
+from plane import stats
 from plane.api import overview_from
 from plane.registry import now_ms
 from plane.settings import format_size
@@ -21,32 +27,41 @@ live = c2.toggle("Live", value=True, key="overview_live", help=f"refresh every {
 
 @st.fragment(run_every=state.REFRESH_S if live else None)
 def pulse(window_s: int) -> None:
-    snap = evs = None
+    snap = recs = None
     with errors_shown("cannot read the plane"):
         snap = state.snapshot()
-        evs = state.events(window_s=window_s)
-    if snap is None or evs is None:
+        recs = state.stats(window_s=window_s)
+    if snap is None or recs is None:
         return
-    since = now_ms() - window_s * 1000
-    ov = overview_from(snap, [e for e in evs if e.time_ms >= since], window_s=window_s)
+    now = now_ms()
+    since = now - window_s * 1000
+    counted_from = stats.minute_of(since)
+    totals = stats.totals(recs, since_ms=since)
+    ov = overview_from(snap, [], window_s=window_s, totals=totals)
     a, b, c, d = st.columns(4)
     a.metric("Pods ready", f"{ov.pods_ready} / {ov.pods_total}", border=True)
-    b.metric("Models registered", ov.models_registered, border=True)
-    c.metric("Models loaded", ov.models_loaded, border=True)
-    d.metric("Models failed", ov.models_failed, border=True)
+    b.metric("Models registered", f"{ov.models_registered:,}", border=True)
+    c.metric("Models loaded", f"{ov.models_loaded:,}", border=True)
+    d.metric("Models failed", f"{ov.models_failed:,}", border=True)
     a, b, c, d = st.columns(4)
     pct = (100.0 * ov.used / ov.capacity) if ov.capacity else 0.0
     a.metric("Capacity used", f"{pct:.0f}%", help=f"{format_size(ov.used)} of {format_size(ov.capacity)}",
              border=True)
-    b.metric(f"Loads (last {window_s // 60} min)", ov.loads_recent, border=True)
-    c.metric(f"Evictions (last {window_s // 60} min)", ov.evictions_recent, border=True)
-    d.metric(f"Load failures (last {window_s // 60} min)", ov.failures_recent, border=True)
+    counted = (f"counted by the pods per minute since {fmt_time(counted_from)[11:16]} UTC "
+               "(whole minutes, the current one included)")
+    b.metric(f"Loads (last {window_s // 60} min)", f"{ov.loads_recent:,}", help=counted, border=True)
+    c.metric(f"Evictions (last {window_s // 60} min)", f"{ov.evictions_recent:,}", help=counted, border=True)
+    d.metric(f"Load failures (last {window_s // 60} min)", f"{ov.failures_recent:,}", help=counted, border=True)
     st.progress(min(1.0, pct / 100.0), text=f"{format_size(ov.used)} of {format_size(ov.capacity)} used")
     left, right = st.columns(2)
     left.plotly_chart(figures.capacity_bars(snap), key="overview_capacity")
-    timeline = figures.events_timeline(evs, since_ms=since, until_ms=now_ms())
-    right.plotly_chart(timeline, key="overview_timeline")
-    st.caption(f"snapshot {fmt_time(snap.taken_ms)} UTC · {len(snap.vmodels)} vmodel(s)")
+    right.plotly_chart(activity.activity_per_minute(recs, since_ms=since, until_ms=now), key="overview_activity")
+    st.caption(
+        f"snapshot {fmt_time(snap.taken_ms)} UTC · {len(snap.vmodels):,} vmodel(s) · "
+        f"{totals.get('requests', 0):,} request(s) served since {fmt_time(counted_from)[11:16]} UTC · "
+        "every count here is what the pods counted, not a sample of the event log (the Events page "
+        "lists the events it holds)"
+    )
 
 
 pulse(window_min * 60)

@@ -18,7 +18,7 @@ if sys.path[0] != str(ROOT):
 _mod = sys.modules.get("dashboard")
 if _mod is not None and getattr(_mod, "__file__", None) is None:
     del sys.modules["dashboard"]
-from dashsupport import SimPods  # noqa: E402
+from dashsupport import MIB, SimPods  # noqa: E402
 
 from plane.api import PlaneClient  # noqa: E402
 
@@ -48,3 +48,20 @@ def app_env(monkeypatch, settings):
     monkeypatch.setenv("MESH_ETCD_PREFIX", settings.etcd_prefix)
     monkeypatch.setenv("MESH_STATE_DIR", str(settings.state_dir))
     return settings
+
+
+@pytest.fixture
+def placed(app_env, client, sim):
+    """Two pods, four models: one on both pods, one on one pod, one failed, one idle;
+    plus an eviction."""
+    sim.add_pod("pod-0")
+    sim.add_pod("pod-1")
+    for name in ("alpha", "beta", "gamma", "delta"):
+        client.register_model(name, path=f"{name}.onnx")
+    sim.place("alpha", "pod-0", size=40 * MIB)
+    sim.place("alpha", "pod-1", size=40 * MIB)
+    sim.place("beta", "pod-1", size=24 * MIB)
+    sim.place("delta", "pod-0", size=8 * MIB)
+    sim.evict("delta", "pod-0")
+    sim.fail("gamma", "pod-0", "bad onnx file")
+    return sim

@@ -10,9 +10,10 @@ import streamlit as st
 from streamlit import dataframe_util
 from streamlit.testing.v1 import AppTest
 
-from plane import usage
+from dashboard import state
+from plane import stats, usage
 from plane.api import PlaneClient
-from plane.registry import CopyInfo, Event, InstanceRecord, ModelRecord, now_ms
+from plane.registry import CopyInfo, Event, FailureInfo, InstanceRecord, ModelRecord, now_ms
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 APP = ROOT / "dashboard" / "app.py"
@@ -20,11 +21,32 @@ MIB = 1024 * 1024
 
 
 class SimPods:
-    """Writes what runtime pods write: instance records on a lease, copy states, events."""
+    """Writes what runtime pods write: instance records on a lease, copy states, events, and
+    each pod's per-minute counts (plane.stats), exactly as plane.pod.accounting writes them."""
 
     def __init__(self, client: PlaneClient):
         self.client = client
         self.lease = client.run_async(client.registry.client.lease(60))
+        self.minutes: dict[tuple[str, int], dict[str, int]] = {}
+
+    def count(self, pod_id: str, kind: str, n: int = 1, *, at_ms: int = 0) -> None:
+        """Add ``n`` to the pod's ``kind`` count of the minute of ``at_ms`` (default now) and
+        write that minute's record whole, as a pod's flush does."""
+        minute = stats.minute_of(at_ms or now_ms())
+        row = self.minutes.setdefault((pod_id, minute), {})
+        row[kind] = row.get(kind, 0) + n
+        self.client.run_async(self.client.registry.put_stats(stats.StatsRecord(pod_id, minute, dict(row))))
+
+    def fail(self, model_id: str, pod_id: str, message: str) -> None:
+        """A failed load: the pod's failure on the model, a load-failed event, a count."""
+
+        def change(m: ModelRecord) -> ModelRecord:
+            m.failed[pod_id] = FailureInfo(time_ms=now_ms(), message=message)
+            return m
+
+        self.client.run_async(self.client.registry.update_model(model_id, change))
+        self.event("load-failed", model_id, pod_id, reason=message)
+        self.count(pod_id, "failures")
 
     def add_pod(
         self, pod_id: str, *, capacity: int = 256 * MIB, used: int = 0, count: int = 0
@@ -51,6 +73,7 @@ class SimPods:
         self.event("load", model_id, pod_id, size)
         if state == "loaded":
             self.event("loaded", model_id, pod_id, size)
+            self.count(pod_id, "loads")
         self.refresh_pod(pod_id)
 
     def serve(self, model_id: str, pod_id: str, *, rpm: float, at_ms: int, requests: int = 10) -> None:
@@ -72,6 +95,7 @@ class SimPods:
 
         self.client.run_async(self.client.registry.update_model(model_id, change))
         self.event("evict", model_id, pod_id, 0, reason="lru")
+        self.count(pod_id, "evictions")
         self.refresh_pod(pod_id)
 
     def event(
@@ -104,7 +128,9 @@ TIMEOUT = 30
 
 
 def open_page(page: str) -> AppTest:
-    st.cache_data.clear()  # each test sees its own writes at once (the app caches for ~1 s)
+    # each test sees its own writes at once (the app caches reads for a second or two)
+    st.cache_data.clear()
+    state.refresh()
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
     assert not at.exception, at.exception
     if page != "overview":
@@ -121,30 +147,48 @@ def figures_of(at: AppTest) -> list[dict]:
     return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
 
 
+def caption_with(at: AppTest, text: str) -> str:
+    """The first caption of the page that contains ``text``."""
+    return next(c.value for c in at.caption if text in c.value)
+
+
 def metrics(at: AppTest) -> dict[str, str]:
     return {m.label: m.value for m in at.metric}
 
 
-TABLE_COLUMNS = {  # st.dataframe keeps no key without selections: find tables by a column
-    "events_table": "reason",
-    "models_table": "loaded on",
-    "vmodels_table": "auto delete",
-    "install_registered": "stopping",
-    "install_pods": "alive",
-    "storage_table": "key",
+TABLE_COLUMNS = {  # st.dataframe keeps no key without selections: find tables by a column (and not another)
+    "events_table": ("reason", None),
+    "models_table": ("loaded on", None),
+    "vmodels_table": ("auto delete", None),
+    "install_registered": ("stopping", None),
+    "install_pods": ("alive", None),
+    "storage_table": ("key", None),
+    "placement_model_copies": ("req/min on pod", None),
+    "placement_pod_copies": ("share of pod", "pod"),
 }
 
 
+def _table_element(at: AppTest, key: str):
+    has, lacks = TABLE_COLUMNS[key]
+    return next(d for d in at.dataframe if has in d.value.columns and (lacks is None or lacks not in d.value.columns))
+
+
+def has_table(at: AppTest, key: str) -> bool:
+    try:
+        _table_element(at, key)
+    except StopIteration:
+        return False
+    return True
+
+
 def table(at: AppTest, key: str):
-    column = TABLE_COLUMNS[key]
-    return next(d.value for d in at.dataframe if column in d.value.columns)
+    return _table_element(at, key).value
 
 
 def shown_table(at: AppTest, key: str) -> pd.DataFrame:
     """A table as the browser shows it: a Styler's display values where the page styled it
     (columns that sort by a value but read as text), the values elsewhere."""
-    column = TABLE_COLUMNS[key]
-    el = next(d for d in at.dataframe if column in d.value.columns)
+    el = _table_element(at, key)
     raw = el.proto.arrow_data.styler.display_values
     return dataframe_util.convert_arrow_bytes_to_pandas_df(raw) if raw else el.value
 

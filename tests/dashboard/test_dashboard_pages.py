@@ -8,38 +8,11 @@ dashboard's cached PlaneClient.
 from __future__ import annotations
 
 import pytest
-from dashsupport import MIB, button, errors, figures_of, metrics, open_page, shown_table, table
+from dashsupport import button, caption_with, errors, figures_of, metrics, open_page, shown_table, table
 from streamlit.testing.v1 import AppTest
 
 from plane import local
-from plane.registry import FailureInfo, ModelRecord, now_ms
-
-
-def fail(client, model_id: str, pod_id: str, message: str) -> None:
-    def change(m: ModelRecord) -> ModelRecord:
-        m.failed[pod_id] = FailureInfo(time_ms=1, message=message)
-        return m
-
-    client.run_async(client.registry.update_model(model_id, change))
-
-
-@pytest.fixture
-def placed(app_env, client, sim):
-    """Two pods, four models: one on both pods, one on one pod, one failed, one idle;
-    plus an eviction."""
-    sim.add_pod("pod-0")
-    sim.add_pod("pod-1")
-    for name in ("alpha", "beta", "gamma", "delta"):
-        client.register_model(name, path=f"{name}.onnx")
-    sim.place("alpha", "pod-0", size=40 * MIB)
-    sim.place("alpha", "pod-1", size=40 * MIB)
-    sim.place("beta", "pod-1", size=24 * MIB)
-    sim.place("delta", "pod-0", size=8 * MIB)
-    sim.evict("delta", "pod-0")
-    fail(client, "gamma", "pod-0", "bad onnx file")
-    sim.event("load-failed", "gamma", "pod-0", reason="bad onnx file")
-    return sim
-
+from plane.registry import now_ms
 
 # -- no plane / etcd down ------------------------------------------------------------------------------
 
@@ -77,7 +50,7 @@ def test_overview_shows_the_pulse(placed):
     assert m["Evictions (last 5 min)"] == "1"
     assert m["Load failures (last 5 min)"] == "1"
     kinds = {t["name"] for f in figures_of(at) for t in f["data"]}
-    assert {"used", "free", "loaded", "evict", "load-failed"} <= kinds
+    assert {"used", "free", "loads", "evictions", "load failures"} <= kinds
 
 
 # -- placement -----------------------------------------------------------------------------------------
@@ -95,8 +68,13 @@ def test_placement_heatmap_capacity_and_memory(placed):
     cap = {t["name"]: t for t in figs[1]["data"]}
     assert cap["used"]["x"] == [40.0, 64.0]
     assert figs[2]["data"][0]["type"] == "treemap"
-    caption = at.caption[0].value
+    caption = caption_with(at, "snapshot")
     assert "refreshing every 2 s" in caption and "2 of 4 model(s) placed" in caption
+    # loads and evictions per minute per pod, from the pods' stats
+    per_pod = figs[3]["data"]
+    assert {t["name"] for t in per_pod} == {"pod-0", "pod-1"}
+    assert sum(sum(t["y"]) for t in per_pod if t["yaxis"] == "y") == 4  # loads
+    assert sum(sum(t["y"]) for t in per_pod if t["yaxis"] == "y2") == 1  # evictions
 
 
 def test_placement_pause_filter_and_stacked_view(placed):
@@ -105,7 +83,7 @@ def test_placement_pause_filter_and_stacked_view(placed):
     at.text_input(key="placement_filter").input("bet")
     at.radio(key="placement_memory").set_value("stacked bars")
     at.run()
-    assert "paused" in at.caption[0].value
+    assert "paused" in caption_with(at, "snapshot")
     figs = figures_of(at)
     assert figs[0]["data"][0]["y"] == ["beta"]
     assert [t["name"] for t in figs[2]["data"]] == ["alpha", "beta"]

@@ -29,6 +29,8 @@ def s3_endpoint():
 
 
 def fill_s3(at, *, key: str, endpoint: str, bucket: str, access: str = ACCESS, secret: str = SECRET):
+    if at.radio(key="st_type").value != "s3":
+        at.radio(key="st_type").set_value("s3").run()
     at.text_input(key="st_key").input(key)
     at.text_input(key="st_endpoint").input(endpoint)
     at.text_input(key="st_bucket").input(bucket)
@@ -80,6 +82,7 @@ def test_local_config_test_and_remove(app_env, client, tmp_path):
     (tmp_path / "models" / "tiny.onnx").write_bytes(b"x")
     at = open_page("storage")
     at.radio(key="st_type").set_value("local").run()
+    assert at.text_input(key="st_key").value == ""
     at.text_input(key="st_key").input("disk")
     at.text_input(key="st_path").input(str(tmp_path / "models"))
     button(at, "st_save").click().run()
@@ -92,5 +95,44 @@ def test_local_config_test_and_remove(app_env, client, tmp_path):
     button(at, "st_test").click().run()
     assert any("leaves the storage root" in e for e in errors(at))
     button(at, "st_remove").click().run()
+    assert any("Remove storage config 'disk'? 0 models use it" in w.value for w in at.warning)
+    assert client.get_storage("disk") is not None  # not before the confirmation
+    button(at, "st_remove_confirm").click().run()
     assert client.get_storage("disk") is None
     assert any("removed storage config disk" in s.value for s in at.success)
+
+
+def test_the_form_starts_empty(app_env, client):
+    client.set_storage("default", "local", {"path": "/srv/models"})
+    at = open_page("storage")
+    assert at.radio(key="st_type").value is None  # no type chosen for the operator
+    assert not [b for b in at.button if b.key == "st_save"]  # nothing to save before a type is chosen
+    at.radio(key="st_type").set_value("s3").run()
+    assert at.text_input(key="st_key").value == ""  # no key prefilled (least of all "default")
+    button(at, "st_save").click().run()
+    assert any("enter a key" in e for e in errors(at))
+    assert client.get_storage("default").type == "local"
+
+
+def test_an_existing_key_is_overwritten_only_after_a_confirmation(app_env, client, tmp_path):
+    from plane.api import ModelSpec
+
+    client.set_storage("default", "local", {"path": "/srv/models"})
+    client.register_models([ModelSpec(f"m-{i}", f"m{i}.onnx") for i in range(500)])
+    at = open_page("storage")
+    at.radio(key="st_type").set_value("local").run()
+    at.text_input(key="st_key").input("default")
+    at.text_input(key="st_path").input(str(tmp_path))
+    button(at, "st_save").click().run()
+    assert any("key 'default' exists and 500 models use it — overwrite" in w.value for w in at.warning)
+    assert client.get_storage("default").params["path"] == "/srv/models"  # unchanged so far
+    button(at, "st_overwrite_cancel").click().run()
+    assert not at.warning and client.get_storage("default").params["path"] == "/srv/models"
+    button(at, "st_save").click().run()  # the form kept what was typed
+    button(at, "st_overwrite").click().run()
+    assert client.get_storage("default").params["path"] == str(tmp_path)
+    assert any("replaced storage config default (local)" in s.value for s in at.success)
+    # a new key is saved at once, without asking
+    at.text_input(key="st_key").input("other")
+    button(at, "st_save").click().run()
+    assert client.get_storage("other").params["path"] == str(tmp_path) and not at.warning
