@@ -166,6 +166,9 @@ class MeshSettings(BaseSettings):
         "while a batch runs form the next one).")
     batch_min_run_us: float = Field(default=300.0, description="Adaptive batching: models faster than this run "
                                     "unbatched (the bookkeeping would cost more than it saves).")
+    isolate_string_request_bytes: Size = Field(
+        default=1024**2, description="Requests this large to models with BYTES (string) tensors run in a child "
+        "process: onnxruntime converts strings one by one holding the GIL, which would stall the pod. 0: never.")
     offload_request_bytes: Size = Field(
         default=1024**2, description="Requests larger than this are decoded and run on a worker thread, so they "
         "never stall the pod's event loop.")

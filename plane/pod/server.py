@@ -256,6 +256,7 @@ class Pod:
             log.warning("could not deregister within %.0fs; the lease will expire", SHUTDOWN_RELEASE_S)
         await self.view.stop()
         await self.peers.close()
+        self.server_part.isolated.close()
         self.stopped.set()
 
     async def _release(self) -> None:

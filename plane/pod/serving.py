@@ -20,6 +20,7 @@ import grpc
 
 from plane.pod.batching import Batcher, batchable
 from plane.pod.errors import MeshError
+from plane.pod.isolated import IsolatedError, IsolatedRunner
 from plane.proto import inference_pb2 as ipb
 from plane.runtime import ModelSession
 from plane.tensors import TensorError, decode_inputs, encode_outputs, request_payload_bytes
@@ -65,6 +66,8 @@ class Server:
         # Decoded size of one request's inputs: BYTES elements cost more decoded than on the wire.
         self._max_bytes = 4 * settings.max_message_bytes
         self._offload_bytes = settings.offload_request_bytes
+        self._isolate_bytes = settings.isolate_string_request_bytes
+        self.isolated = IsolatedRunner()  # a child process, started by the first request it runs
         self._batch_max = settings.batch_max_size
         self._batch_delay_ms = settings.batch_max_delay_ms
         self._batch_min_us = settings.batch_min_run_us
@@ -102,9 +105,24 @@ class Server:
 
     async def serve_raw(self, sess: ModelSession, raw: bytes, parse: Any) -> ipb.ModelInferResponse | bytes:
         """Serve a request given as the bytes received: a large one entirely on a worker thread."""
+        if self._isolate_bytes and len(raw) >= self._isolate_bytes and sess.has_strings and sess.local_path:
+            return await self._accounted(sess, self._run_isolated(sess, raw, parse))
         if len(raw) < self._offload_bytes:
             return await self.serve(sess, parse(raw), wire_size=len(raw))
         return await self._accounted(sess, asyncio.to_thread(self._compute_raw_with, sess, raw, parse))
+
+    async def _run_isolated(self, sess: ModelSession, raw: bytes, parse: Any) -> bytes:
+        """The serialized response from the child process (see plane.pod.isolated). When the
+        child cannot load the model's file (a scratch download deleted after loading), the
+        request runs here on a worker thread instead."""
+        try:
+            return await self.isolated.run(model_type=sess.model_type, model_id=sess.model_id, path=sess.local_path,
+                                           raw=raw, max_elements=self._max_elements, max_bytes=self._max_bytes)
+        except IsolatedError as exc:
+            if exc.code == grpc.StatusCode.UNAVAILABLE:
+                log.info("large string request for %s runs in the pod: %s", sess.model_id, exc)
+                return await asyncio.to_thread(self._compute_raw_with, sess, raw, parse)
+            raise MeshError(exc.code, str(exc)) from exc
 
     def _compute_raw_with(self, sess: ModelSession, raw: bytes, parse: Any) -> bytes:
         try:

@@ -93,4 +93,5 @@ def load(model_type: str, model_id: str, path: pathlib.Path, *, intra_threads: i
     options = _options(path, intra_threads, settings)
     module = importlib.import_module(f"plane.runtimes.{runtime}")
     sess: ModelSession = module.load(model_id, file, source=source, options=options, path=path)
+    sess.model_type, sess.local_path = model_type, str(path)
     return sess

@@ -128,6 +128,14 @@ class ModelSession:
     aliases: dict[str, str] = field(default_factory=dict)
     #: datatypes an input takes besides its declared one (cast by ``run``): {"input": ("FP64",)}
     accepted_datatypes: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: the model type and local path it was loaded with (what a child process needs to load it too)
+    model_type: str = ""
+    local_path: str = ""
+
+    @property
+    def has_strings(self) -> bool:
+        """Whether any input or output is a BYTES tensor (converted element by element)."""
+        return any(s.datatype == "BYTES" for s in (*self.inputs.values(), *self.outputs.values()))
 
     def run(self, inputs: dict[str, np.ndarray], requested: list[str] | None = None) -> dict[str, np.ndarray]:
         names = requested or self.output_names
