@@ -5,7 +5,7 @@ idle socket with no timeout). Serves ``GET``/``HEAD /metrics`` from a CollectorR
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import socket
 import threading
 import time
@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, gzip_accepted
+
+log = logging.getLogger("mesh.metrics")
 
 __all__ = ["MetricsServer"]
 
@@ -151,8 +153,10 @@ class MetricsServer:
         finally:
             self._conns.pop(writer, None)
             writer.close()
-            with contextlib.suppress(Exception):
+            try:
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
+            except (TimeoutError, OSError) as exc:  # the peer went away first: aborted below
+                log.debug("metrics connection closed uncleanly: %r", exc)
             writer.transport.abort()
 
     async def _send(self, writer: asyncio.StreamWriter, data: bytes) -> None:

@@ -16,7 +16,7 @@ write. Nothing here decides anything; decisions live in ``placement`` and ``cach
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -43,6 +43,8 @@ from plane.records import (
     now_ms,
 )
 from plane.stats import StatsRecord
+
+log = logging.getLogger("mesh.registry")
 
 __all__ = [
     "CopyState",
@@ -125,8 +127,10 @@ class Registry:
                 return cls(client, prefix, endpoint=f"{host}:{port}", events_max=events_max)
             except Exception as exc:  # noqa: BLE001 - any failure means 'try the next endpoint'
                 last = exc
-                with contextlib.suppress(Exception):
+                try:
                     await client.close()
+                except Exception as close_exc:  # noqa: BLE001 - a half-open client; the endpoint's error is what matters
+                    log.debug("closing the failed etcd client for %s:%s: %r", host, port, close_exc)
                 text = str(exc).lower()
                 if "authentication failed" in text or "invalid auth" in text or "user name is empty" in text:
                     raise RegistryError(

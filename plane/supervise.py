@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import pathlib
 import shutil
@@ -25,6 +26,8 @@ from collections.abc import Iterator
 import psutil
 
 from plane.settings import MeshSettings
+
+log = logging.getLogger("mesh.supervise")
 
 __all__ = [
     "Proc",
@@ -83,10 +86,12 @@ def port_is_free(port: int, host: str = "127.0.0.1", *, reuse: bool = False) -> 
 
 def _holder(port: int) -> str:
     """`` by pid N (name)`` when we can see who listens on ``port``, else ''."""
-    with contextlib.suppress(Exception):
+    try:
         for conn in psutil.net_connections(kind="inet"):
             if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
                 return f" by pid {conn.pid} ({psutil.Process(conn.pid).name()})"
+    except (psutil.Error, OSError) as exc:  # not allowed to see other processes' sockets: say less
+        log.debug("cannot tell who holds port %d: %r", port, exc)
     return ""
 
 
