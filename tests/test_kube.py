@@ -158,6 +158,7 @@ def test_pods_statefulset_follows_the_settings() -> None:
     config = objs["ConfigMap/serving/mesh-config"]["data"]
     assert int(config["MESH_CAPACITY"]) == capacity
     assert config["MESH_GRPC_PORT"] == "8033" and config["MESH_METRICS_PORT"] == "2112"
+    assert config["MESH_REST_PORT"] == "8008"  # KServe V2 REST on every pod
     assert config["MESH_HOST"] == "0.0.0.0"
     # probes ask ServerReady / ServerLive through `mesh probe` (exec: kubelet's gRPC probe can't)
     assert container["readinessProbe"]["exec"]["command"][:3] == ["mesh", "probe", "ready"]
@@ -171,10 +172,11 @@ def test_pods_statefulset_follows_the_settings() -> None:
     names = [e["name"] for e in container["env"]]
     assert names.index("POD_NAME") < names.index("MESH_ADVERTISE_HOST")  # $(VAR) needs it earlier
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"grpc": 8033, "metrics": 2112}
+    assert ports == {"grpc": 8033, "http": 8008, "metrics": 2112}
     assert objs["Service/serving/mesh-pods-headless"]["spec"]["clusterIP"] == "None"
     inference = objs["Service/serving/mesh-inference"]["spec"]
     assert inference["type"] == "ClusterIP" and inference["ports"][0]["port"] == 8033
+    assert {p["name"]: p["port"] for p in inference["ports"]} == {"grpc": 8033, "http": 8008}
     pdb = objs["PodDisruptionBudget/serving/mesh-pods"]["spec"]
     assert pdb["selector"]["matchLabels"] == spec["selector"]["matchLabels"]
     # non-root, read-only root filesystem, no privilege escalation

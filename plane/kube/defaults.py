@@ -46,6 +46,7 @@ MINIO_SECRET = "minio-credentials"
 DEMO_JOB = "mesh-demo-models"
 
 GRPC_PORT = 8033
+REST_PORT = 8008  # KServe V2 REST, ModelMesh's REST port
 METRICS_PORT = 2112
 ETCD_CLIENT_PORT = 2379
 ETCD_PEER_PORT = 2380

@@ -28,6 +28,7 @@ from plane.kube.defaults import (
     ETCD_NAME,
     ETCD_SECRET,
     GRPC_PORT,
+    REST_PORT,
     INFERENCE_SERVICE,
     MEMORY_OVERHEAD_BYTES,
     METRICS_PORT,
@@ -55,6 +56,7 @@ def _config_data(capacity_bytes: int, settings: dict[str, str] | None) -> dict[s
         "MESH_CAPACITY": str(capacity_bytes),
         "MESH_HOST": "0.0.0.0",
         "MESH_GRPC_PORT": str(GRPC_PORT),
+        "MESH_REST_PORT": str(REST_PORT),
         "MESH_METRICS_PORT": str(METRICS_PORT),
         "MESH_STATE_DIR": STATE_DIR,
         "MESH_LOAD_TIMEOUT_S": str(defaults["load_timeout_s"].default),
@@ -152,6 +154,8 @@ def render_manifests(
     if not etcd_endpoint:
         objects.extend(_etcd_objects(namespace, members=etcd_members, tls_secret=tls_secret))
     grpc_port = {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP"}
+    # KServe V2 REST; https when TLS is on (same certificates as gRPC)
+    http_port = {"name": "http", "port": REST_PORT, "targetPort": "http", "protocol": "TCP"}
     objects.append(
         {
             "apiVersion": "v1",
@@ -162,8 +166,8 @@ def render_manifests(
                 # Pods advertise their DNS name; it must resolve while they start and drain.
                 "publishNotReadyAddresses": True,
                 "selector": _selector("pod"),
-                "ports": [grpc_port, {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics",
-                                      "protocol": "TCP"}],
+                "ports": [grpc_port, http_port, {"name": "metrics", "port": METRICS_PORT,
+                                                 "targetPort": "metrics", "protocol": "TCP"}],
             },
         }
     )
@@ -172,7 +176,7 @@ def render_manifests(
             "apiVersion": "v1",
             "kind": "Service",
             "metadata": _meta(INFERENCE_SERVICE, namespace, "pod"),
-            "spec": {"type": "ClusterIP", "selector": _selector("pod"), "ports": [grpc_port]},
+            "spec": {"type": "ClusterIP", "selector": _selector("pod"), "ports": [grpc_port, http_port]},
         }
     )
     objects.append(_pods_statefulset(namespace, pods, capacity_bytes, image, checksum, disk_cache_bytes,

@@ -18,6 +18,7 @@ from plane.kube.defaults import (
     CONFIG_MAP,
     ETCD_SECRET,
     GRPC_PORT,
+    REST_PORT,
     MEMORY_OVERHEAD_BYTES,
     METRICS_PORT,
     MODELMESH_STORAGE_MOUNT,
@@ -83,6 +84,7 @@ def _pods_statefulset(
         "envFrom": _plane_env_from(),
         "ports": [
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+            {"name": "http", "containerPort": REST_PORT, "protocol": "TCP"},
             {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
         ],
         # KServe V2 ServerLive/ServerReady are not grpc.health.v1, so kubelet's gRPC probe cannot
