@@ -15,8 +15,6 @@ write. Nothing here decides anything; decisions live in ``placement`` and ``cach
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -25,7 +23,7 @@ import aetcd
 import aetcd.exceptions
 import aetcd.utils
 
-from plane.etcd_tls import TLSClient, etcd_credentials
+from plane.etcd_dial import dial
 from plane.records import (
     EVENT_KINDS,
     Conflict,
@@ -43,8 +41,6 @@ from plane.records import (
     now_ms,
 )
 from plane.stats import StatsRecord
-
-log = logging.getLogger("mesh.registry")
 
 __all__ = [
     "CopyState",
@@ -65,7 +61,6 @@ __all__ = [
 ]
 
 CAS_MAX_ATTEMPTS = 64
-ETCD_MAX_MESSAGE_BYTES = 1024**3
 EVENT_TRIM_EVERY = 50
 
 
@@ -105,43 +100,8 @@ class Registry:
         tls: tuple[Any, Any, Any] | None = None,
     ) -> Registry:
         """Connect to the first endpoint that answers. ``tls`` is (ca, cert, key) file paths."""
-        if not endpoints:
-            raise RegistryError("no etcd endpoint: set MESH_ETCD=host:port or start the plane with `mesh up`")
-        last: Exception | None = None
-        # aetcd speaks to one endpoint; try each in turn until one answers.
-        credentials = etcd_credentials(tls)
-        # A registry of many thousand models is read in one range: gRPC's default 4 MiB limit on
-        # received messages would make that read (and a pod's start) fail.
-        options = {"grpc.max_receive_message_length": ETCD_MAX_MESSAGE_BYTES,
-                   "grpc.max_send_message_length": ETCD_MAX_MESSAGE_BYTES}
-        for host, port in endpoints:
-            if credentials is not None:
-                client: aetcd.Client = TLSClient(host=host, port=port, username=username, password=password,
-                                                  timeout=timeout, credentials=credentials, options=options)
-            else:
-                client = aetcd.Client(host=host, port=port, username=username, password=password, timeout=timeout,
-                                      options=options)
-            try:
-                await client.connect()
-                await asyncio.wait_for(client.get(b"\0"), timeout)
-                return cls(client, prefix, endpoint=f"{host}:{port}", events_max=events_max)
-            except Exception as exc:  # noqa: BLE001 - any failure means 'try the next endpoint'
-                last = exc
-                try:
-                    await client.close()
-                except Exception as close_exc:  # noqa: BLE001 - a half-open client; the endpoint's error is what matters
-                    log.debug("closing the failed etcd client for %s:%s: %r", host, port, close_exc)
-                text = str(exc).lower()
-                if "authentication failed" in text or "invalid auth" in text or "user name is empty" in text:
-                    raise RegistryError(
-                        f"etcd at {host}:{port} refused the credentials: check MESH_ETCD_USERNAME and "
-                        "MESH_ETCD_PASSWORD"
-                    ) from None
-        where = ", ".join(f"{h}:{p}" for h, p in endpoints)
-        raise EtcdUnavailable(
-            f"cannot reach etcd at {where} ({type(last).__name__}: {last}); "
-            "start it with `mesh up` or point MESH_ETCD at a running etcd"
-        )
+        client, endpoint = await dial(endpoints, username=username, password=password, timeout=timeout, tls=tls)
+        return cls(client, prefix, endpoint=endpoint, events_max=events_max)
 
     @classmethod
     async def from_settings(cls, settings: Any, endpoints: list[tuple[str, int]] | None = None,
