@@ -273,7 +273,7 @@ async def test_binary_extension_by_hand(rest):
 
 async def test_forwarded_to_the_pod_holding_the_copy(rest, tmp_path):
     """REST lands on pod A, the copy is on pod B: A forwards over gRPC, exactly as a gRPC request."""
-    pod_a, _, client, _ = rest
+    pod_a, server_a, client, _ = rest
     settings_b = pod_a.settings.model_copy(update={"grpc_port": local.free_port(), "state_dir": tmp_path / "b"})
     registry_b = await Registry.from_settings(settings_b)
     pod_b = Pod(settings_b, registry_b)
@@ -290,6 +290,22 @@ async def test_forwarded_to_the_pod_holding_the_copy(rest, tmp_path):
         want = [{"name": "y", "datatype": "FP32", "shape": [1, 4], "data": [3.0, 5.0, 7.0, 9.0]}]
         assert r.json() == {"model_name": "tiny-b", "id": "fwd", "outputs": want}
         assert "tiny-b" not in pod_a.copies.sessions  # served by B, not loaded on A
+
+        def with_tritonclient() -> None:  # JSON and binary, through A
+            tc = thttp.InferenceServerClient(f"127.0.0.1:{server_a.port}")
+            try:
+                x = np.arange(8, dtype=np.float32).reshape(2, 4)
+                for binary in (False, True):
+                    inp = thttp.InferInput("x", [2, 4], "FP32")
+                    inp.set_data_from_numpy(x, binary_data=binary)
+                    out = thttp.InferRequestedOutput("y", binary_data=binary)
+                    np.testing.assert_array_equal(tc.infer("tiny-b", [inp], outputs=[out]).as_numpy("y"), x * 2 + 1)
+                assert tc.get_model_metadata("tiny-b")["inputs"][0]["name"] == "x"
+            finally:
+                tc.close()
+
+        await asyncio.to_thread(with_tritonclient)
+        assert "tiny-b" not in pod_a.copies.sessions
         r = await client.get("/v2/models/tiny-b/ready")
         assert r.json() == {"name": "tiny-b", "ready": True}
     finally:
