@@ -139,8 +139,9 @@ def mask_value(name: str, value: Any, storage_type: str = "") -> Any:
     """One config value, safe to print: secret fields masked (every value of a mapping such as
     ``headers``, keeping the names), URLs in any other string stripped of userinfo."""
     if is_secret_field(name, storage_type):
-        if isinstance(value, Mapping):
-            return {str(k): mask_secret(v) for k, v in value.items()}
+        if isinstance(value, Mapping):  # http headers: names kept, each value (or each of a list) masked
+            return {str(k): [mask_secret(x) for x in v] if isinstance(v, list | tuple) else mask_secret(v)
+                    for k, v in value.items()}
         if isinstance(value, list | tuple):
             return [mask_secret(v) for v in value]
         return mask_secret(value)

@@ -31,6 +31,29 @@ def _secret_value(args: argparse.Namespace) -> str | None:
     return args.secret_access_key
 
 
+def _headers(args: argparse.Namespace) -> dict[str, str]:
+    """``--header 'Name: value'`` and ``--header-env Name=VAR`` (the value read from this
+    process's environment variable VAR, so it never shows in the command line). Values are
+    secrets: never echoed, not even in an error."""
+    headers: dict[str, str] = {}
+    for item in getattr(args, "header", None) or []:
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            raise CliError("--header takes 'Name: value': one of them has no ':' (it is not shown: a header "
+                           "may hold a secret)", EXIT_USAGE)
+        headers[name.strip()] = value.strip()
+    for item in getattr(args, "header_env", None) or []:
+        name, sep, var = item.partition("=")
+        if not sep or not name.strip() or not var.strip():
+            raise CliError(f"--header-env takes Name=VARIABLE (got {item[:40]!r})", EXIT_USAGE)
+        value = os.environ.get(var.strip())
+        if not value:
+            raise CliError(f"environment variable {var.strip()} (for header {name.strip()!r}) is empty or unset",
+                           EXIT_USAGE)
+        headers[name.strip()] = value
+    return headers
+
+
 def cmd_storage_set(args: argparse.Namespace) -> int:
     params: dict[str, Any] = {}
     typ = args.type
@@ -44,11 +67,17 @@ def cmd_storage_set(args: argparse.Namespace) -> int:
         typ = typ or data.pop("type", None)
         params.update(data)
     if not typ:
-        raise CliError("give --type local|s3 (or a --from-file with a 'type')", EXIT_USAGE)
-    for name in ("path", "endpoint_url", "bucket", "region", "access_key_id"):
+        raise CliError("give --type local|s3|http|pvc (or a --from-file with a 'type')", EXIT_USAGE)
+    for name in ("path", "endpoint_url", "bucket", "region", "access_key_id", "url"):
         value = getattr(args, name, None)
         if value:
             params[name] = value
+    if getattr(args, "pvc_name", None):
+        params["name"] = args.pvc_name
+    headers = _headers(args)
+    if headers:
+        given = params.get("headers")
+        params["headers"] = {**(given if isinstance(given, dict) else {}), **headers}
     secret = _secret_value(args)
     if secret:
         params["secret_access_key"] = secret
@@ -94,8 +123,9 @@ def cmd_storage_test(args: argparse.Namespace) -> int:
 
 
 def cmd_storage_remove(args: argparse.Namespace) -> int:
+    """Refused (exit 2, naming the models) while registered models use the key, unless --force."""
     with client_for(args) as client:
-        ok = client.remove_storage(args.key)
+        ok = client.remove_storage_unused(args.key, force=bool(getattr(args, "force", False)))
     if not ok:
         raise CliError(f"no storage config named {args.key!r}", EXIT_FAILED)
     if args.json:

@@ -22,7 +22,10 @@ def load(model_id: str, file: pathlib.Path, *, source: str = "", options: LoadOp
          path: pathlib.Path | None = None) -> ModelSession:
     """A session for the ONNX ``file``; ``path`` is the registered path it was found under."""
     options = options or LoadOptions()
-    sess = load_session(model_id, file, intra_threads=options.intra_threads, source=source)
+    try:
+        sess = load_session(model_id, file, intra_threads=options.intra_threads, source=source)
+    except ModelLoadError as exc:  # onnxruntime names the local file: a disk-cache path means nothing to operators
+        raise ModelLoadError(str(exc).replace(str(file), file.name)) from exc
     if path is not None and pathlib.Path(path).is_dir():
         total = files_size(file, path, "ONNX")
         sess.file_size = total

@@ -48,6 +48,8 @@ __all__ = ["XGBoostPredictor", "load", "warm"]
 _CLASSIFY = re.compile(r"^(binary|multi):")
 # The scikit-learn wrapper's record of what it was; XGBoost writes attributes first.
 _ESTIMATOR_TYPE = re.compile(rb'_estimator_type\\?"\s*:\s*\\?"(classifier|regressor|ranker)')
+# XGBoost's error texts start with the time and the C++ source line: "[07:10:22] /src/json.cc:409: ".
+_XGB_PREFIX = re.compile(r"^\[[0-9:]+\] \S+:[0-9]+: ")
 
 
 def _xgb() -> Any:
@@ -118,7 +120,7 @@ def _wrap(data: bytes, threads: int) -> Any:
         except MemoryError:
             raise
         except Exception as exc:  # noqa: BLE001 - XGBoostError for a bad file
-            raise ModelLoadError(f"not a valid XGBoost model: {short_error(exc)}") from exc
+            raise ModelLoadError(f"not a valid XGBoost model: {_XGB_PREFIX.sub('', short_error(exc))}") from exc
         return est
     raise ModelLoadError("not a valid XGBoost model: no scikit-learn wrapper accepts it")
 

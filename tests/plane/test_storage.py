@@ -188,8 +188,8 @@ def test_gcs_and_azure_are_refused_without_echoing_secrets():
         msg = str(err.value)
         assert msg == (f"storage type '{typ}' is not supported by this plane yet: use s3 (any S3-compatible "
                        "endpoint, e.g. GCS's XML API with HMAC keys), local, http or pvc")
-    for typ in ("http", "pvc"):  # still accepted as stored configs
-        assert storage.validate_config("k", typ, {"url": "https://x/m"}).type == typ
+    assert storage.validate_config("k", "http", {"url": "https://x/m"}).type == "http"  # read by this plane
+    assert storage.validate_config("k", "pvc", {"name": "claim"}).type == "pvc"
     with pytest.raises(ValidationError) as err:
         storage.validate_config("k", "s3", {"access_key_id": "a", "secret_access_key": "b", "bucket": "b",
                                             "endpoint_url": f"{USERINFO}@minio:9000"})
@@ -283,3 +283,10 @@ def test_release_never_touches_local_or_cached_files(tmp_path):
     f = tmp_path / "model.onnx"
     f.write_bytes(b"x")
     assert not storage.release_model_file(f) and f.exists()
+
+
+def test_names_other_modules_use_are_kept():
+    from plane import storage_s3
+
+    assert storage._s3_client is storage_s3.s3_client  # plane.kube uploads demo models with it
+    assert {"fetch_model_file", "s3_head", "object_size", "release_model_file", "DiskCache"} <= set(storage.__all__)
