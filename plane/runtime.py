@@ -26,10 +26,19 @@ in one pod measured 8,805 B (the file-size floor) five times and 57,344 B once, 
   reserves a 1 MiB chunk per session, which then grows with the largest request and is
   kept, so the figure would mostly be arena reservation. Per-request run time did not
   change measurably (off/on 0.93-1.03, ``bench/model_sizes.py --timing``).
-* loads are serialised by a module lock, Python's cyclic GC is paused while measuring, and
-  a session measuring under 4 MiB is created three times (all alive, readings chained) and
-  the median kept, so a one-off allocation elsewhere (a worker thread starting) is not
-  charged to a 70 kB model. That costs a few ms per small model; larger ones load once.
+* measured builds run alone (:class:`plane.size_memo.BuildLock`), Python's cyclic GC is
+  paused while measuring, and a session measuring under 4 MiB is created three times (all
+  alive, readings chained) and the median kept, so a one-off allocation elsewhere (a worker
+  thread starting) is not charged to a 70 kB model. That costs a few ms per small model;
+  larger ones load once.
+* the readings' ~900 ``malloc``/``free`` calls go through ``ctypes.PyDLL``, which keeps the
+  GIL: through ``ctypes.CDLL`` every call released and re-took it, and with the pod's event
+  loop busy each re-take waited its turn, so one reading took 2-10 ms instead of 0.2 ms.
+
+A file measured once is not measured again: inside :func:`plane.size_memo.measured_once`
+(what a pod wraps each load in), :func:`measure` builds a file whose size is already known
+once, without readings, and reports the size measured at the first load of that file
+(``Measurement.reused``). Such builds may overlap each other, never a measured one.
 
 Measured on a 2-core machine (``bench/model_sizes.py --models 7 --no-plane``): the 50 demo
 models (0.1-6 kB files) hold 67-198 KiB each, all different, the 100-tree forest (3.6 MB
@@ -47,9 +56,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import mmap
 import pathlib
-import threading
 import time
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
@@ -60,12 +67,14 @@ import numpy as np
 import onnxruntime as ort
 import psutil
 
+from plane import size_memo
+from plane.onnx_shapes import shapeless as _shapeless
 from plane.runtimes.base import ModelLoadError, ModelSession
 from plane.tensors import DATATYPES, TensorError, TensorSpec, onnx_type_to_datatype
 
 __all__ = ["Measurement", "ModelSession", "ModelLoadError", "load_session", "measure", "memory_in_use", "warm_up"]
 
-_load_lock = threading.Lock()  # allocator deltas are only meaningful when loads do not overlap
+_builds = size_memo.BuildLock()  # allocator deltas mean something only when no other build overlaps
 T = TypeVar("T")
 
 
@@ -91,69 +100,6 @@ def _specs(args: list, unranked: Collection[str] = ()) -> dict[str, TensorSpec]:
     return out
 
 
-# --- which graph inputs/outputs have no shape: a walk of the protobuf wire format -------------
-
-def _varint(buf, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
-
-
-def _fields(buf, pos: int, stop: int) -> Iterator[tuple[int, int, int]]:
-    """``(field number, start, end)`` of the length-delimited fields of the message in
-    ``buf[pos:stop]``; other fields are skipped, their contents never read."""
-    while pos < stop:
-        key, pos = _varint(buf, pos)
-        wire = key & 7
-        if wire == 0:
-            pos = _varint(buf, pos)[1]
-        elif wire in (1, 5):
-            pos += 8 if wire == 1 else 4
-        elif wire == 2:
-            size, pos = _varint(buf, pos)
-            yield key >> 3, pos, pos + size
-            pos += size
-        else:
-            raise ValueError("unsupported wire type")
-    if pos != stop:
-        raise ValueError("truncated message")
-
-
-def _has_shape(buf, pos: int, stop: int) -> bool:
-    """Whether a TypeProto (tensor_type = 1, sparse_tensor_type = 8) carries a shape (= 2)."""
-    for num, start, end in _fields(buf, pos, stop):
-        if num in (1, 8):
-            return any(n == 2 for n, _, _ in _fields(buf, start, end))
-    return True  # not a tensor: its rank is not ours to relax
-
-
-def _shapeless(path: pathlib.Path, names: set[str]) -> set[str]:
-    """Which of ``names`` the model file declares with no shape at all (ModelProto.graph = 7,
-    GraphProto.input = 11 / output = 12, ValueInfoProto name = 1, type = 2). The file is mapped,
-    not read: weights are skipped by length. If it cannot be walked, all of ``names`` (accepting
-    any shape is what onnxruntime does for them anyway)."""
-    try:
-        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            ranked: set[str] = set()
-            for num, start, end in _fields(buf, 0, len(buf)):
-                if num != 7:
-                    continue
-                for gnum, gstart, gend in _fields(buf, start, end):
-                    if gnum not in (11, 12):
-                        continue
-                    vi = {n: (a, b) for n, a, b in _fields(buf, gstart, gend)}
-                    if 1 in vi and (2 not in vi or _has_shape(buf, *vi[2])):
-                        ranked.add(bytes(buf[vi[1][0]:vi[1][1]]).decode("utf-8", "replace"))
-            return names - ranked
-    except (OSError, ValueError, IndexError):
-        return set(names)
-
-
 # --- allocator readings ---------------------------------------------------------------------
 
 class _MallInfo2(ctypes.Structure):
@@ -168,7 +114,7 @@ _TCACHE_COUNT = 7  # glibc's default glibc.malloc.tcache_count
 
 def _glibc_reader() -> Callable[[], int] | None:
     try:
-        libc = ctypes.CDLL(None)
+        libc = ctypes.PyDLL(None)  # keeps the GIL across each call (see the module doc)
         mallinfo2 = libc.mallinfo2  # glibc >= 2.33
         malloc, free = libc.malloc, libc.free
     except (OSError, AttributeError):
@@ -267,6 +213,7 @@ class Measurement(Generic[T]):
     value: T
     delta: int  # allocator bytes in use that the object holds (median of three when small)
     method: str  # "mallinfo2", or "rss" without glibc
+    reused: bool = False  # delta and method are those measured at an earlier load of the same file
 
 
 def measure(build: Callable[[], T], *, prepare: Callable[[], object] | None = None,
@@ -282,14 +229,33 @@ def measure(build: Callable[[], T], *, prepare: Callable[[], object] | None = No
     ``collect`` runs a young-generation collection before each reading, for libraries whose
     Python wrappers leave reference cycles behind (XGBoost's per-call proxy matrices): garbage is
     not model memory. Exceptions from ``build`` propagate.
-    """
 
+    Inside :func:`plane.size_memo.measured_once` for a file measured before: one build, no
+    readings, no ``prepare``, the earlier figure (``reused``); otherwise the figure measured here
+    is handed to the memo.
+    """
+    memo = size_memo.current()
+    if memo is not None and memo.known is not None:
+        with _builds.shared(blocking=not memo.inline):  # no readings: no one-time setup to keep out either
+            value = build()
+        memo.reused = True
+        return Measurement(value, memo.known[0], memo.known[1], reused=True)
+    if memo is not None and memo.inline:
+        raise size_memo.BuildBusy("this file's size is not known: it must be measured")
+    found = _measure(build, prepare, repeats, collect)
+    if memo is not None:
+        memo.measured = (found.delta, found.method)
+    return found
+
+
+def _measure(build: Callable[[], T], prepare: Callable[[], object] | None, repeats: int | Callable[[int], int],
+             collect: bool) -> Measurement[T]:
     def reading() -> tuple[int, str]:
         if collect:
             gc.collect(0)
         return memory_in_use()
 
-    with _load_lock, _gc_paused():
+    with _builds.exclusive(), _gc_paused():
         if prepare is not None:
             prepare()
         before, method = reading()
@@ -381,7 +347,7 @@ def warm_up() -> float:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
-    with _load_lock:
+    with _builds.exclusive():
         sess = ort.InferenceSession(model.SerializeToString(), sess_options=_session_options(1),
                                     providers=["CPUExecutionProvider"])
         out = sess.run(None, {"x": np.ones((1, 1), dtype=np.float32)})

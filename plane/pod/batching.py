@@ -23,14 +23,34 @@ import numpy as np
 
 from plane.runtime import ModelSession
 
-__all__ = ["Batcher", "batchable"]
+__all__ = ["Batcher", "RunCost", "batchable"]
 
 log = logging.getLogger("mesh.pod.batching")
 
 
-def batchable(sess: ModelSession, min_run_us: float) -> bool:
-    """Whether requests for this session may be batched."""
-    if sess.avg_run_us < min_run_us or sess.runs < 3:
+class RunCost:
+    """What one run of a session costs, in µs of the running thread's CPU time (an exponential
+    average over its runs alone; onnxruntime runs a session with one intra-op thread on the
+    calling thread). Not wall time: on a worker thread that also counts waiting for the GIL, and
+    on a busy machine waiting for a core, so a fast model looked slow on a busy pod, went to
+    threads or batches, and looked slower there still."""
+
+    __slots__ = ("sess", "us", "runs")
+
+    def __init__(self, sess: ModelSession):
+        self.sess = sess
+        self.us = 0.0
+        self.runs = 0
+
+    def note(self, us: float) -> None:
+        self.us = us if self.runs == 0 else 0.9 * self.us + 0.1 * us
+        self.runs += 1
+
+
+def batchable(sess: ModelSession, min_run_us: float, run_us: float | None = None) -> bool:
+    """Whether requests for this session may be batched (``run_us``: what a run costs, default
+    the session's own average)."""
+    if (sess.avg_run_us if run_us is None else run_us) < min_run_us or sess.runs < 3:
         return False
     specs = [*sess.inputs.values(), *sess.outputs.values()]
     return bool(specs) and all(s.shape and s.shape[0] == -1 for s in specs)

@@ -88,6 +88,22 @@ class CallReader:
             call.deadline = time.monotonic() + time_remaining
         return call
 
+    def forwarded(self, headers: Any, deadline: float | None) -> Call:
+        """A call a peer forwarded over the hop port (the connection presented the token): the
+        client's ``mm-*`` headers as the first pod read them, served here, never forwarded again."""
+        call = Call(hop=True, trusted=True, deadline=deadline)
+        forward = []
+        for key, value in headers or ():
+            if not key.startswith("mm-") or key.startswith(INTERNAL_PREFIX):
+                continue
+            forward.append((key, value))
+            if key == "mm-model-id" or key == "mm-model-id-bin":
+                call.model_id = _text(key, value)
+            elif key == "mm-vmodel-id" or key == "mm-vmodel-id-bin":
+                call.vmodel_id = _text(key, value)
+        call.forward = tuple(forward)
+        return call
+
     def require_peer(self, metadata: Any) -> None:
         """Internal RPCs: PERMISSION_DENIED unless the caller is a pod of this plane."""
         if not self.read(metadata).trusted:

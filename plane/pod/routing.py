@@ -17,13 +17,14 @@ from typing import Any
 import grpc
 
 from plane import placement
+from plane.pod import lookup
 from plane.pod.calls import Call, resolve_model
 from plane.pod.copies import Copies
 from plane.pod.errors import MeshError, PeerError, Purpose, q
 from plane.pod.peers import PeerClient
 from plane.pod.serving import Server, metadata_response
 from plane.proto import inference_pb2 as ipb
-from plane.records import FailureInfo, ModelRecord, RegistryError, now_ms
+from plane.records import FailureInfo, ModelRecord, now_ms
 
 __all__ = ["Router", "SUSPECT_S", "peek_model_name", "parse_infer_request"]
 
@@ -87,26 +88,9 @@ class Router:
     def resolve(self, name: str, call: Call = _NO_CALL) -> str:
         return resolve_model(name, call, self.view.vmodels)
 
-    async def model_record(self, model_id: str) -> ModelRecord:
-        rec = self.view.models.get(model_id)
-        if rec is None:
-            # Not yet seen by the watch (just registered elsewhere): one read on the miss path only.
-            try:
-                rec = await self.registry.get_model(model_id)
-            except RegistryError as exc:
-                raise MeshError(grpc.StatusCode.UNAVAILABLE, f"registry unavailable: {exc}") from exc
-        if rec is None:
-            raise MeshError(grpc.StatusCode.NOT_FOUND, f"model {q(model_id)} is not registered")
-        return rec
-
-    async def _fresh_record(self, model_id: str) -> ModelRecord:
-        try:
-            rec = await self.registry.get_model(model_id)
-        except RegistryError as exc:
-            raise MeshError(grpc.StatusCode.UNAVAILABLE, f"registry unavailable: {exc}") from exc
-        if rec is None:
-            raise MeshError(grpc.StatusCode.NOT_FOUND, f"model {q(model_id)} is not registered")
-        return rec
+    async def model_record(self, model_id: str, *, fresh: bool = False) -> ModelRecord:
+        """The view's record (the registry's when the view lacks it, or ``fresh``)."""
+        return await lookup.model_record(self.view, self.registry, model_id, fresh=fresh)
 
     # -- serving -----------------------------------------------------------------------------------
 
@@ -192,7 +176,7 @@ class Router:
         for _ in range(self.settings.route_retries + 1):
             # After a failed load, read the record the loader wrote (what it measured, where it
             # failed) rather than a view that may not have it yet.
-            rec = await self._fresh_record(model_id) if fresh else await self.model_record(model_id)
+            rec = await self.model_record(model_id, fresh=fresh)
             holders, loading = self._candidates(rec, tried)
             if holders:
                 target: str | None = placement.choose_copy(holders, self.peers.in_flight, prefer=self.pod_id)
@@ -249,7 +233,7 @@ class Router:
                     continue
                 if exc.load_failed:
                     last_error = MeshError(exc.code, exc.details, load_failed=True)
-                    rec = await self._fresh_record(model_id)
+                    rec = await self.model_record(model_id, fresh=True)
                     if len(rec.live_failures(now_ms(), self._expiry_ms)) >= self.settings.max_load_failures:
                         raise last_error from None
                     fresh = True
@@ -313,7 +297,7 @@ class Router:
         tried: set[str] = set()
         last_error: MeshError | None = None
         for attempt in range(self.settings.max_load_failures + 1):
-            rec = await (self._fresh_record(model_id) if attempt else self.model_record(model_id))
+            rec = await self.model_record(model_id, fresh=bool(attempt))
             if any(self.membership.reachable(p) for p in rec.loaded_on()):
                 return
             target = self.choose_loader(rec, exclude=tried)

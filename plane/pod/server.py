@@ -33,9 +33,10 @@ from plane.pod.accounting import Usage
 from plane.pod.calls import CallReader
 from plane.pod.copies import Copies
 from plane.pod.errors import MeshError, PeerError, Purpose
+from plane.pod.hop import HopServer, deadline_of
 from plane.pod.leader import Leader
 from plane.pod.membership import Membership
-from plane.pod.peers import GrpcPeers, PeerClient, unload_handler
+from plane.pod.peers import GrpcPeers, PeerClient, peer_handler
 from plane.pod.routing import Router
 from plane.pod.servicers import add_to_server
 from plane.pod.serving import Server
@@ -77,6 +78,7 @@ class Pod:
         self.stopped = asyncio.Event()
         self.server: grpc.aio.Server | None = None
         self.rest: Any = None  # plane.rest.RestServer when MESH_REST_PORT is set
+        self.hop: HopServer | None = None  # forwarded inference from peers (plane.pod.hop)
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         fail = self.metrics.registry_write_failed
@@ -172,7 +174,8 @@ class Pod:
                 ("grpc.so_reuseport", 0)]
         self.server = grpc.aio.server(options=opts)
         add_to_server(self.server, self)
-        self.server.add_generic_rpc_handlers((unload_handler(self.copies.unload, self.calls.require_peer),))
+        self.server.add_generic_rpc_handlers((peer_handler(self.copies.unload, lambda: self.hop.port if self.hop else 0,
+                                                           self.calls.require_peer),))
         creds = tls.server_credentials(self.settings)
         address = f"{self.settings.host}:{self.port}"
         bound = (self.server.add_secure_port(address, creds) if creds is not None
@@ -189,6 +192,9 @@ class Pod:
         if self.metrics_port:
             self.metrics.serve(self.metrics_port, self.settings.host)
         await self.server.start()
+        if self.settings.hop_port >= 0 and not tls.enabled(self.settings):
+            self.hop = HopServer(self._hop_infer, lambda: self.token, max_frame=self.settings.max_message_bytes)
+            await self.hop.start(self.settings.host, self.settings.hop_port)
         if self.settings.rest_port:
             from plane.rest import rest_ssl_context, start_rest
 
@@ -201,6 +207,12 @@ class Pod:
         self._loop("reconcile", self._reconcile_loop)
         self.ready = True
         log.info("pod %s serving on %s (capacity %d bytes)", self.pod_id, self.endpoint, self.copies.cache.capacity)
+
+    async def _hop_infer(self, raw: bytes, headers: tuple[tuple[str, Any], ...], timeout_s: float) -> bytes:
+        """A ModelInfer a peer forwarded over the hop port (the connection presented the token)."""
+        call = self.calls.forwarded(headers, deadline_of(timeout_s))
+        response = await self.router.infer_raw(raw, call)
+        return response if isinstance(response, bytes) else response.SerializeToString()
 
     def _on_change(self, table: str, name: str, old: object | None, new: object | None) -> None:
         if table == "models":
@@ -248,6 +260,8 @@ class Pod:
             await self.rest.close()
         if self.server is not None:
             await self.server.stop(SHUTDOWN_GRACE_S)
+        if self.hop is not None:
+            await self.hop.close()
         for task in self._tasks.values():
             task.cancel()
         try:
@@ -257,12 +271,14 @@ class Pod:
         await self.view.stop()
         await self.peers.close()
         self.server_part.isolated.close()
+        self.copies.close()
         self.stopped.set()
 
     async def _release(self) -> None:
         await self.usage.flush()
         for model_id in list(self.copies.sessions):
             await self.copies.unload(model_id, "pod shutting down")
+        await self.copies.idle()  # evictions' and loads' writes still queued
 
     async def _migrate(self) -> None:
         """Ask peers to load the models only this pod holds that were used recently."""

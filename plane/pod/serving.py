@@ -14,11 +14,12 @@ import ctypes
 import ctypes.util
 import logging
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import grpc
 
-from plane.pod.batching import Batcher, batchable
+from plane.pod.batching import Batcher, RunCost, batchable
 from plane.pod.errors import MeshError
 from plane.pod.isolated import IsolatedError, IsolatedRunner
 from plane.proto import inference_pb2 as ipb
@@ -72,6 +73,14 @@ class Server:
         self._batch_delay_ms = settings.batch_max_delay_ms
         self._batch_min_us = settings.batch_min_run_us
         self.batchers: dict[str, Batcher] = {}
+        self.costs: dict[str, RunCost] = {}
+
+    def cost(self, sess: ModelSession) -> RunCost:
+        """What a run of ``sess`` costs (a reloaded model starts again)."""
+        c = self.costs.get(sess.model_id)
+        if c is None or c.sess is not sess:
+            c = self.costs[sess.model_id] = RunCost(sess)
+        return c
 
     def _batcher(self, sess: ModelSession) -> Batcher:
         b = self.batchers.get(sess.model_id)
@@ -96,7 +105,9 @@ class Server:
         try:
             inputs = decode_inputs(request, sess.inputs, max_elements=self._max_elements, max_bytes=self._max_bytes)
             requested = [o.name for o in request.outputs] if request.outputs else None
+            t0 = time.thread_time()
             outputs = sess.run(inputs, requested)
+            self.cost(sess).note((time.thread_time() - t0) * 1e6)
             response = ipb.ModelInferResponse(model_name=sess.model_id, id=request.id)
             encode_outputs(response, outputs, requested)
             return response
@@ -109,7 +120,7 @@ class Server:
             return await self._accounted(sess, self._run_isolated(sess, raw, parse))
         if len(raw) < self._offload_bytes:
             return await self.serve(sess, parse(raw), wire_size=len(raw))
-        return await self._accounted(sess, asyncio.to_thread(self._compute_raw_with, sess, raw, parse))
+        return await self._accounted(sess, asyncio.to_thread(self._compute_trimmed, sess, raw, parse))
 
     async def _run_isolated(self, sess: ModelSession, raw: bytes, parse: Any) -> bytes:
         """The serialized response from the child process (see plane.pod.isolated). When the
@@ -121,17 +132,24 @@ class Server:
         except IsolatedError as exc:
             if exc.code == grpc.StatusCode.UNAVAILABLE:
                 log.info("large string request for %s runs in the pod: %s", sess.model_id, exc)
-                return await asyncio.to_thread(self._compute_raw_with, sess, raw, parse)
+                return await asyncio.to_thread(self._compute_trimmed, sess, raw, parse)
             raise MeshError(exc.code, str(exc)) from exc
 
-    def _compute_raw_with(self, sess: ModelSession, raw: bytes, parse: Any) -> bytes:
+    def _compute_trimmed(self, sess: ModelSession, request: ipb.ModelInferRequest | bytes,
+                         parse: Any = None) -> Any:
+        """:meth:`compute` for a large request on a worker thread, then freed memory goes back to
+        the system. Given the bytes received (and ``parse``), it answers serialized bytes."""
         try:
-            return self.compute(sess, parse(raw)).SerializeToString()
+            if isinstance(request, bytes):
+                return self.compute(sess, parse(request)).SerializeToString()
+            return self.compute(sess, request)
         finally:
             if _TRIM is not None:
                 _TRIM(0)
 
-    async def _accounted(self, sess: ModelSession, work: Any) -> Any:
+    async def _accounted(self, sess: ModelSession, work: Awaitable[Any]) -> Any:
+        """Run ``work`` (a request on ``sess``) as one request: in flight on the pod and on the
+        copy (which keeps it out of eviction), the copy touched, usage and latency counted."""
         model_id = sess.model_id
         entry = self.copies.cache.get(model_id)
         if entry is not None:
@@ -149,38 +167,20 @@ class Server:
         self.metrics.request(model_id, (time.perf_counter() - t0) * 1000)
         return response
 
-    def _compute_and_trim(self, sess: ModelSession, request: ipb.ModelInferRequest) -> ipb.ModelInferResponse:
-        try:
-            return self.compute(sess, request)
-        finally:
-            if _TRIM is not None:
-                _TRIM(0)
-
     async def serve(self, sess: ModelSession, request: ipb.ModelInferRequest, *,
                     wire_size: int | None = None) -> ipb.ModelInferResponse:
         """Serve from the local session. ``wire_size`` is the request's size as received (free on
         the raw path); otherwise it is estimated from the declared shapes."""
-        model_id = sess.model_id
-        entry = self.copies.cache.get(model_id)
-        if entry is not None:
-            entry.in_flight += 1
-            self.copies.cache.touch(model_id, time.time() * 1000)
-        self.in_flight += 1
-        t0 = time.perf_counter()
-        try:
-            size = wire_size if wire_size is not None else request_payload_bytes(request)
-            if size >= self._offload_bytes:
-                response = await asyncio.to_thread(self._compute_and_trim, sess, request)
-            elif self._batch_max > 1 and batchable(sess, self._batch_min_us):
-                response = await self.compute_batched(sess, request)
-            elif sess.avg_run_us >= INLINE_RUN_LIMIT_US:
-                response = await asyncio.to_thread(self.compute, sess, request)
-            else:
-                response = self.compute(sess, request)
-        finally:
-            self.in_flight -= 1
-            if entry is not None:
-                entry.in_flight -= 1
-        self.usage.record(model_id)
-        self.metrics.request(model_id, (time.perf_counter() - t0) * 1000)
-        return response
+        return await self._accounted(sess, self._execute(sess, request, wire_size))
+
+    async def _execute(self, sess: ModelSession, request: ipb.ModelInferRequest,
+                       wire_size: int | None) -> ipb.ModelInferResponse:
+        size = wire_size if wire_size is not None else request_payload_bytes(request)
+        if size >= self._offload_bytes:
+            return await asyncio.to_thread(self._compute_trimmed, sess, request)
+        cost = self.cost(sess)
+        if self._batch_max > 1 and batchable(sess, self._batch_min_us, cost.us):
+            return await self.compute_batched(sess, request)
+        if cost.us >= INLINE_RUN_LIMIT_US:
+            return await asyncio.to_thread(self.compute, sess, request)
+        return self.compute(sess, request)

@@ -25,6 +25,7 @@ class FakeRegistry:
         self.stats: dict[str, Any] = {}
         self.down = False
         self.writes = 0
+        self.gate: asyncio.Event | None = None  # when set: writes wait until the event is set (etcd slow)
 
     def _check(self) -> None:
         if self.down:
@@ -41,9 +42,14 @@ class FakeRegistry:
         self._check()
         return self.model(model_id)
 
+    async def _wait_gate(self) -> None:
+        if self.gate is not None:
+            await self.gate.wait()
+
     async def update_model(self, model_id: str, fn: Any, *, create: bool = False) -> ModelRecord | None:
         self._check()
         await asyncio.sleep(0)  # a real write yields to the loop
+        await self._wait_gate()
         raw = self.models.get(model_id)
         if raw is None and not create:
             return None
@@ -61,6 +67,7 @@ class FakeRegistry:
 
     async def add_event(self, ev: Event) -> None:
         self._check()
+        await self._wait_gate()
         self.events.append(ev)
 
     async def put_stats(self, rec: Any) -> None:

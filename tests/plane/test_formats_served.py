@@ -9,7 +9,7 @@ import pytest
 import tritonclient.grpc as tc
 from sklearn.datasets import load_iris
 
-from tests.support import uid
+from tests.support import uid, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -47,5 +47,6 @@ def test_a_model_file_of_each_format_is_served(plane_client, model_dir, endpoint
     res = client.infer(model_id, [inp], outputs=outs)
     np.testing.assert_allclose(res.as_numpy("probabilities"), est.predict_proba(x[:5]), rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(res.as_numpy("label").reshape(-1), est.predict(x[:5]).reshape(-1))
-    rec = plane_client.get_model(model_id)
-    assert rec.loaded_on() and rec.size > 0
+    # the answer comes as soon as the session exists; the registry hears of the copy right after
+    rec = wait_for(lambda: (r := plane_client.get_model(model_id)).loaded_on() and r, 10, "the copy in the registry")
+    assert rec.size > 0

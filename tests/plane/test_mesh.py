@@ -132,8 +132,10 @@ def test_load_failure_on_one_pod_is_recovered_on_another(mesh, model_dir, s3_ser
         inp.set_data_from_numpy(x)
         out = tc.InferenceServerClient(broken.endpoint).infer(model_id, [inp]).as_numpy("y")
         np.testing.assert_allclose(out, x * 2 + 1)
-        rec = client.get_model(model_id)
-        assert rec.loaded_on() and broken.pod_id not in rec.loaded_on()
+        # the registry hears of the copy right after the answer
+        rec = wait_for(lambda: (lambda r: r if r.loaded_on() else None)(client.get_model(model_id)), 20,
+                       "the recovered copy in the registry")
+        assert broken.pod_id not in rec.loaded_on()
         assert broken.pod_id in rec.failed  # the failure stays visible until it expires
         kinds = [(e.kind, e.pod) for e in client.events(limit=0) if e.model == model_id]
         assert ("load-failed", broken.pod_id) in kinds
@@ -161,7 +163,7 @@ def test_pinned_model_is_loaded_and_max_copies_enforced(mesh, model_dir):
     other = tiny(client, model_dir)
     for pod in lp.pods[:3]:
         load_on(pod.endpoint, other)
-    assert len(client.get_model(other).loaded_on()) == 3
+    wait_for(lambda: len(client.get_model(other).loaded_on()) == 3, 20, "three copies recorded")
     client.set_model_policy(other, max_copies=1)
     wait_for(lambda: len(client.get_model(other).loaded_on()) == 1, 20, "extra copies to be dropped")
 
@@ -185,7 +187,7 @@ def test_sigterm_migrates_models_with_no_failed_requests(mesh, model_dir):
     client.register_model(model_id, path="tiny/model.onnx")
     leaving, entry = lp.pods[3], lp.pods[0]
     load_on(leaving.endpoint, model_id)
-    assert client.get_model(model_id).loaded_on() == [leaving.pod_id]
+    wait_for(lambda: client.get_model(model_id).loaded_on() == [leaving.pod_id], 20, "the copy recorded")
     with Traffic(entry.endpoint, model_id, np.ones((1, 4), np.float32), "x") as t:
         t.wait_ok(20)
         os.kill(leaving.pid, signal.SIGTERM)
@@ -218,7 +220,7 @@ def test_sigkill_fails_at_most_the_requests_in_flight(mesh, model_dir):
     assert len(t.errors) <= 1, t.errors
     wait_for(lambda: victim.pod_id not in {p.pod_id for p in client.pods()}, 20, "the lease to expire")
     wait_for(lambda: victim.pod_id not in client.get_model(model_id).copies, 20, "the dead copy to be purged")
-    assert client.get_model(model_id).loaded_on()
+    wait_for(lambda: client.get_model(model_id).loaded_on(), 20, "the new copy recorded")
 
 
 def test_an_unwritable_disk_cache_is_passed_by_with_a_warning(mesh, model_dir, s3_server):
@@ -237,11 +239,12 @@ def test_an_unwritable_disk_cache_is_passed_by_with_a_warning(mesh, model_dir, s
     cache_dir.write_text("a file where the cache folder was")  # fails even for root
     try:
         load_on(pod.endpoint, model_id)  # served: the file came straight from S3
-        assert client.get_model(model_id).loaded_on() == [pod.pod_id]
+        wait_for(lambda: client.get_model(model_id).loaded_on() == [pod.pod_id], 20, "the copy recorded")
         warned = wait_for(lambda: [e for e in client.events(limit=0) if e.kind == "pod" and e.model == model_id],
                           what="a warning event")
         assert "disk cache" in warned[0].reason and warned[0].pod == pod.pod_id
-        loaded = [e for e in client.events(limit=0) if e.kind == "loaded" and e.model == model_id]
+        loaded = wait_for(lambda: [e for e in client.events(limit=0) if e.kind == "loaded" and e.model == model_id],
+                          what="the loaded event")
         assert "disk cache unavailable" in loaded[0].reason
     finally:
         cache_dir.unlink()

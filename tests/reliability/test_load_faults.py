@@ -90,8 +90,8 @@ def test_s3_down_gives_loading_failed_then_recovers(s3_server, rel_models, mediu
             ch, stub = infer_stub(p0.endpoint)
             with ch:
                 check_tiny_response(stub.ModelInfer(tiny_request(model), timeout=60))
-            rec = client.get_model(model)
-            assert rec.status() == "LOADED"
+            # answered first; the registry hears of the copy right after
+            rec = wait_for(lambda: (r := client.get_model(model)).status() == "LOADED" and r, 10, "LOADED")
             assert not set(rec.loaded_on()) & set(rec.failed)  # a successful load clears that pod's failure
             wait_for(lambda: model_status(p0.endpoint, model).status == mpb.ModelStatusInfo.LOADED, 10, "LOADED")
             # after failure_expiry_s the failures no longer count against placement
@@ -133,7 +133,8 @@ def test_s3_down_gives_loading_failed_then_recovers(s3_server, rel_models, mediu
             ich, istub = infer_stub(p1.endpoint)
             with ich:
                 resp = istub.ModelInfer(medium_request(model2), timeout=90)
-            assert resp.outputs and client.get_model(model2).status() == "LOADED"
+            assert resp.outputs  # answered first; the registry hears of the copy right after
+            wait_for(lambda: client.get_model(model2).status() == "LOADED", 10, "LOADED in the registry")
     finally:
         fwd.down()
         slow.down()
@@ -188,12 +189,11 @@ def test_pod_killed_during_load_is_retried_elsewhere(etcd_endpoint, rel_models, 
         assert "ok" in result, f"the request failed instead of being retried elsewhere: {result.get('err')}"
         resp = result["ok"]
         assert [o.name for o in resp.outputs] and resp.model_name == model
-        rec = client.get_model(model)
-        assert rec.loaded_on()
-        kinds = {(e.kind, e.pod) for e in client.events(limit=0) if e.model == model}
+        wait_for(lambda: client.get_model(model).loaded_on(), 10, "the copy in the registry")
         # (the killed pod's own "load" event may be missing: the kill can land between its
         # registry update and the event write)
-        assert any(k == "loaded" and p != killed for k, p in kinds)
+        wait_for(lambda: any(e.kind == "loaded" and e.pod != killed
+                             for e in client.events(limit=0) if e.model == model), 10, "another pod's loaded event")
         # the dead pod's lease expires and its half-done copy is purged from the registry
         wait_for(lambda: killed not in {p.pod_id for p in client.pods()}, 20, "the killed pod's lease to expire")
         wait_for(lambda: killed not in client.get_model(model).copies, 20, "the dead copy to be purged")
