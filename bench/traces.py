@@ -16,6 +16,15 @@ Traces:
   ``shift_every_s`` (popularity shifts), plus batch jobs: groups of models that each receive a
   burst of requests at a fixed offset in every period (e.g. 20 models every 20 minutes at minute
   7, 10 models every hour at minute 33). Batch models are not part of the background traffic.
+* :func:`jobs_trace` — periodic jobs over a steady (never re-ranked) Zipf background: each job is
+  a group of models used together every N minutes, a short burst of requests over the group.
+* :func:`daily_trace` — a time-of-day pattern compressed so that a "day" lasts ``day_s``: cohorts
+  of models are used only during their "working hours" each day (a window starting at the
+  cohort's hour, a little earlier or later each day), over a steady Zipf background.
+
+``jobs_trace`` and ``daily_trace`` tag the first request of each model in each job run or daily
+window (``Trace.tags`` = 1) and set ``params["warmup_ms"]``: the predictor needs a few sessions
+of each model before it trusts a period, so the simulator measures only what follows.
 """
 
 from __future__ import annotations
@@ -27,7 +36,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = [
-    "Trace", "BatchJob", "zipf_trace", "periodic_trace", "model_name", "named_trace", "standard_traces", "STANDARD",
+    "Trace", "BatchJob", "Job", "zipf_trace", "periodic_trace", "jobs_trace", "daily_trace", "model_name",
+    "named_trace", "standard_traces", "STANDARD", "PREDICTIVE",
 ]
 
 
@@ -43,6 +53,7 @@ class Trace:
     models: np.ndarray  # int32 model indices
     description: str = ""
     params: dict = field(default_factory=dict)
+    tags: np.ndarray | None = None  # int8 per request: 1 = the first request of a job run / daily window
 
     def __len__(self) -> int:
         return len(self.models)
@@ -183,14 +194,142 @@ def periodic_trace(
     )
 
 
+@dataclass(frozen=True)
+class Job:
+    """A periodic job: ``n_models`` models used together every ``period_s`` from ``offset_s`` on;
+    each run sends every model ``burst_requests`` requests spread over ``burst_s`` seconds, each
+    model's burst starting up to ``jitter_s`` after the run starts."""
+
+    n_models: int
+    period_s: int
+    offset_s: int
+    burst_requests: int = 10
+    burst_s: int = 20
+    jitter_s: float = 5.0
+
+
+def _merge(name: str, n_models: int, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], **kw) -> Trace:
+    t = np.concatenate([p[0] for p in parts])
+    m = np.concatenate([p[1] for p in parts])
+    g = np.concatenate([p[2] for p in parts])
+    order = np.argsort(t, kind="stable")
+    return Trace(name, n_models, t[order], m[order], tags=g[order], **kw)
+
+
+def _background(rng: np.random.Generator, ids: np.ndarray, alpha: float, rate_per_s: float,
+                duration_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Steady Zipf(alpha) over ``ids`` (in random rank order), Poisson arrivals, untagged."""
+    n = int(rng.poisson(rate_per_s * duration_s))
+    times = np.sort(rng.uniform(0, duration_s * 1000, size=n)).astype(np.int64)
+    ranks = rng.choice(len(ids), size=n, p=_zipf_probs(len(ids), alpha))
+    return times, rng.permutation(ids)[ranks].astype(np.int32), np.zeros(n, dtype=np.int8)
+
+
+def _window(rng: np.random.Generator, model: int, begin_s: float, length_s: float, n: int, end_s: float):
+    """``n`` requests of one model uniformly over a window; the first one tagged."""
+    ts = np.sort(begin_s + rng.uniform(0, length_s, size=n))
+    ts = ts[ts < end_s]
+    tags = np.zeros(len(ts), dtype=np.int8)
+    tags[:1] = 1
+    return (ts * 1000).astype(np.int64), np.full(len(ts), model, dtype=np.int32), tags
+
+
+def jobs_trace(
+    *,
+    n_models: int = 500,
+    measured_s: int = 3 * 3600,
+    rate_per_s: float = 5.0,
+    alpha: float = 1.0,
+    jobs: tuple[Job, ...] = (Job(30, 20 * 60, 60), Job(30, 25 * 60, 4 * 60), Job(30, 30 * 60, 7 * 60),
+                             Job(30, 40 * 60, 11 * 60)),
+    warmup_s: int | None = None,
+    seed: int = 5,
+) -> Trace:
+    """Periodic jobs over a steady Zipf(alpha) background of the other models (see :class:`Job`).
+    The measured part starts once every job has run four times (``warmup_s`` by default): the
+    predictor trusts a period after four sessions."""
+    if warmup_s is None:
+        warmup_s = max(j.offset_s + 3 * j.period_s + j.burst_s for j in jobs) + 60
+    duration_s = warmup_s + measured_s
+    rng = np.random.default_rng([seed, 15])
+    ids = rng.permutation(n_models).astype(np.int32)
+    n_job = sum(j.n_models for j in jobs)
+    parts = [_background(rng, ids[n_job:], alpha, rate_per_s, duration_s)]
+    start = 0
+    for job in jobs:
+        members = ids[start : start + job.n_models]
+        start += job.n_models
+        for t0 in range(job.offset_s, duration_s, job.period_s):
+            for m in members:
+                parts.append(_window(rng, int(m), t0 + rng.uniform(0, job.jitter_s), job.burst_s,
+                                     job.burst_requests, duration_s))
+    text = "; ".join(f"{j.n_models} models every {j.period_s // 60} min ({j.burst_requests} req each over "
+                     f"{j.burst_s} s)" for j in jobs)
+    return _merge(
+        "jobs", n_models, parts,
+        description=f"{duration_s / 3600:.1f} h (first {warmup_s / 60:.0f} min not measured): "
+                    f"steady Zipf alpha={alpha:g} over {n_models - n_job} models at {rate_per_s:g}/s; jobs: {text}",
+        params=dict(n_models=n_models, duration_s=duration_s, rate_per_s=rate_per_s, alpha=alpha, seed=seed,
+                    warmup_ms=warmup_s * 1000, capacity_fraction=0.6),
+    )
+
+
+def daily_trace(
+    *,
+    n_models: int = 500,
+    day_s: int = 3600,
+    days: int = 8,
+    warmup_days: int = 4,
+    cohorts: int = 4,
+    cohort_models: int = 40,
+    hours: float = 8.0,
+    rpm: float = 2.0,
+    jitter_s: float = 60.0,
+    rate_per_s: float = 5.0,
+    alpha: float = 1.0,
+    seed: int = 6,
+) -> Trace:
+    """Time-of-day use, a day compressed into ``day_s`` seconds: ``cohorts`` groups of
+    ``cohort_models`` models, cohort ``c`` used during ``hours`` of every day from hour
+    ``24 (c + 1/2) / cohorts`` on (each model's window starts up to ``jitter_s`` earlier or later each
+    day), at ``rpm`` requests per minute per model (Poisson), over a steady Zipf background."""
+    rng = np.random.default_rng([seed, 24])
+    ids = rng.permutation(n_models).astype(np.int32)
+    n_daily = cohorts * cohort_models
+    duration_s = day_s * days
+    parts = [_background(rng, ids[n_daily:], alpha, rate_per_s, duration_s)]
+    length = day_s * hours / 24
+    for c in range(cohorts):
+        members = ids[c * cohort_models : (c + 1) * cohort_models]
+        for d in range(days):
+            for m in members:
+                begin = d * day_s + (c + 0.5) * day_s / cohorts + rng.uniform(-jitter_s, jitter_s)
+                n = int(rng.poisson(rpm * length / 60))
+                if begin >= 0 and n:
+                    parts.append(_window(rng, int(m), begin, length, n, duration_s))
+    return _merge(
+        "daily", n_models, parts,
+        description=f"{days} compressed days of {day_s // 60} min (first {warmup_days} not measured): "
+                    f"{cohorts} cohorts of {cohort_models} models used {hours:g} h a day ({length / 60:.0f} min) "
+                    f"at {rpm:g}/min each, "
+                    f"starting ±{jitter_s:g} s around their hour; steady Zipf alpha={alpha:g} over "
+                    f"{n_models - n_daily} models at {rate_per_s:g}/s",
+        params=dict(n_models=n_models, day_s=day_s, days=days, rpm=rpm, rate_per_s=rate_per_s, alpha=alpha, seed=seed,
+                    warmup_ms=warmup_days * day_s * 1000, capacity_fraction=0.6),
+    )
+
+
 STANDARD = ("zipf-0.8", "zipf-1.1", "periodic")
+PREDICTIVE = ("jobs", "daily", "zipf-60")  # capacity for 60% of the models (params["capacity_fraction"])
 
 
 def named_trace(name: str, scale: float = 1.0) -> Trace:
     """A trace of the benchmark by name; ``scale`` < 1 shortens it (for quick runs).
 
     ``periodic-mild`` is not in the standard set: the periodic trace with only 30% of the ranks
-    reshuffled at each shift (a slower drift, where the static oracle is stronger)."""
+    reshuffled at each shift (a slower drift, where the static oracle is stronger). ``jobs`` and
+    ``daily`` keep their warm-up whatever the scale (only the measured part shrinks); ``zipf-60``
+    is Zipf alpha=1.0 over 500 models for the same capacity (60%)."""
     if name == "zipf-0.8":
         return zipf_trace(0.8, n_requests=int(200_000 * scale))
     if name == "zipf-1.1":
@@ -200,6 +339,15 @@ def named_trace(name: str, scale: float = 1.0) -> Trace:
     if name == "periodic-mild":
         t = periodic_trace(duration_s=int(4 * 3600 * scale), shift_fraction=0.3)
         t.name = "periodic-mild"
+        return t
+    if name == "jobs":
+        return jobs_trace(measured_s=int(3 * 3600 * scale))
+    if name == "daily":
+        return daily_trace(days=4 + max(1, round(4 * scale)))
+    if name == "zipf-60":
+        t = zipf_trace(1.0, n_models=500, n_requests=int(100_000 * scale), rate_per_s=10.0, seed=8)
+        t.name = "zipf-60"
+        t.params["capacity_fraction"] = 0.6
         return t
     raise ValueError(f"unknown trace {name!r}")
 
