@@ -106,14 +106,20 @@ def demo_plane(now: int = DEMO_NOW_MS) -> DemoPlane:
         ("ocr-crnn", 27, {}, 0.0, 95 * 60 + 5),
         ("anomaly-ae", 5, {"pod-2": "loaded"}, 0.7, 22 * 60 + 5),
     ]
+    # the models that are not ONNX files: (type as registered, path inside the storage)
+    formats = {"fraud-gbm": ("lightgbm", "models/fraud-gbm/model.txt"),
+               "churn-lr": ("sklearn", "models/churn-lr.joblib"),
+               "iris-svm": ("mt:sklearn:1", "models/iris-svm/"),
+               "recsys-mf": ("xgboost", "models/recsys-mf.ubj")}
     for model_id, size, copies, rpm, idle_s in spec:
+        mtype, path = formats.get(model_id, ("onnx", f"models/{model_id}.onnx"))
         used = 0 if idle_s is None else now - idle_s * 1000
         # the registry's eviction order: set in the past at registration, then the last use
         order = used or now - 6 * 3600_000
         loaded = sorted(p for p, state in copies.items() if state == "loaded")
         share = {p: round(rpm / len(loaded), 2) for p in loaded} if used else {}
         d.models.append(ModelRecord(
-            model_id=model_id, path=f"models/{model_id}.onnx", key="minio" if "v" in model_id else "default",
+            model_id=model_id, type=mtype, path=path, key="minio" if "v" in model_id else "default",
             created_ms=now - 3 * 3600_000, last_used_ms=order, used_ms=used, size=size * MIB,
             file_size=size * MIB // 2,
             copies={p: CopyInfo(state=s, since_ms=now - 30 * MIN, size=size * MIB)

@@ -89,7 +89,7 @@ def placement_heatmap(snap: PlacementSnapshot, sel: Selection | None = None) -> 
     if not rows:
         why = f"no placed model matches '{sel.needle}'" if sel.needle else "no model has a copy on any pod yet"
         return empty_figure(why)
-    hover = [[f"#{sel.rank[r]:,} by {sel.by}"] * len(cols) for r in rows]
+    hover = [[f"{m.type}, #{sel.rank[m.model_id]:,} by {sel.by}"] * len(cols) for m in sel.rows]
     if sel.rest:
         pods, _ = pod_columns(snap, sel.rows + sel.rest)
         per = [sel.rest_per_pod.get(p, (0, 0)) for p in pods]

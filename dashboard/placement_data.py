@@ -16,6 +16,7 @@ from typing import Any
 from plane import usage
 from plane.api import PlacementSnapshot
 from plane.registry import ModelRecord
+from plane.runtimes.types import runtime_label
 from plane.settings import format_age, format_size
 
 __all__ = ["RANK_BY", "Selection", "copy_size", "footprint", "select", "model_copies", "pod_copies",
@@ -124,7 +125,7 @@ def model_copies(snap: PlacementSnapshot, model_id: str, now: int) -> list[dict]
 
 
 def pod_copies(snap: PlacementSnapshot, pod_id: str, now: int) -> list[dict]:
-    """One row per copy on the pod, biggest first: model, state, size, share, age, req/min."""
+    """One row per copy on the pod, biggest first: model, type, state, size, share, age, req/min."""
     pod = next((p for p in snap.pods if p.pod_id == pod_id), None)
     cap = pod.capacity if pod else 0
     rows: list[dict[str, Any]] = []
@@ -132,6 +133,7 @@ def pod_copies(snap: PlacementSnapshot, pod_id: str, now: int) -> list[dict]:
         c = m.copies[pod_id]
         rows.append({
             "model": m.model_id,
+            "runtime": runtime_label(m.type),
             "state": c.state,
             "size": size,
             "share of pod": (100.0 * size / cap) if cap else None,

@@ -3,9 +3,11 @@
 The client is created once per (etcd endpoint, prefix) with ``st.cache_resource`` and
 closed when Streamlit drops it. Snapshots, the event log and the pods' per-minute stats are
 cached for a second or two so that several figures, and several browser sessions, share one
-registry read. They are cached as shared read-only objects (``st.cache_resource`` with a TTL),
-not copied on every read as ``st.cache_data`` would: a copy of a 5,000-model snapshot costs
-0.2 s. Callers must not change what they get.
+registry read. They are cached as shared read-only objects, not copied on every read as
+``st.cache_data`` would: a copy of a 5,000-model snapshot costs 0.2 s. Callers must not change
+what they get. Past its TTL a read is still served for a few seconds (``MESH_DASHBOARD_STALE_S``)
+while one background thread reads it again (:class:`Fresh`), so a page does not wait half a
+second for etcd on every other open; :func:`refresh` forgets them all (after a change).
 
 Every figure is computed from the whole registry or from server-side aggregates: models and
 pods from :meth:`PlaneClient.snapshot` (every record), activity counts and per-minute charts
@@ -16,9 +18,13 @@ at most ``MESH_EVENTS_MAX`` entries; :func:`events_max` says how many). Everythi
 
 from __future__ import annotations
 
+import math
 import os
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import streamlit as st
 
@@ -43,11 +49,16 @@ __all__ = [
     "SNAPSHOT_TTL_S",
     "EVENTS_TTL_S",
     "REFRESH_S",
+    "STALE_S",
+    "Fresh",
 ]
 
 SNAPSHOT_TTL_S = float(os.environ.get("MESH_DASHBOARD_SNAPSHOT_TTL_S", "2.0"))  # = the live refresh
 EVENTS_TTL_S = float(os.environ.get("MESH_DASHBOARD_EVENTS_TTL_S", "2.0"))
 REFRESH_S = float(os.environ.get("MESH_DASHBOARD_REFRESH_S", "2.0"))
+# how much older than its TTL a read may be shown while a newer one is read in the background
+STALE_S = float(os.environ.get("MESH_DASHBOARD_STALE_S", "10.0"))
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -110,70 +121,113 @@ def _drop_client(tgt: PlaneTarget) -> None:
     _client_for.clear(tgt.etcd, tgt.prefix)
 
 
-@st.cache_resource(ttl=SNAPSHOT_TTL_S, show_spinner=False, max_entries=8)
-def _snapshot(etcd: str, prefix: str) -> PlacementSnapshot:
-    return _client_for(etcd, prefix).snapshot()
+class Fresh(Generic[T]):
+    """A registry read kept ``ttl`` seconds and then, for up to ``stale`` seconds more, served as
+    it is while one background thread reads it again: a page never waits on etcd for a value
+    that is only a little old (the pages show when their snapshot was taken). Older than that,
+    or never read, or after :meth:`clear`, the caller reads it. A read started before a
+    :meth:`clear` is not kept, so a page never shows what was there before its own change."""
+
+    def __init__(self, *, ttl: float, stale: float) -> None:
+        self.ttl, self.stale = ttl, stale
+        self._lock = threading.Lock()
+        self._value: T | None = None
+        self._at = -math.inf
+        self._generation = 0
+        self._reading = False
+
+    def get(self, read: Callable[[], T]) -> T:
+        with self._lock:
+            age = time.monotonic() - self._at
+            value, generation = self._value, self._generation
+            if value is not None and age < self.ttl:
+                return value
+            if value is not None and age < self.ttl + self.stale:
+                if not self._reading:
+                    self._reading = True
+                    threading.Thread(target=self._again, args=(read, generation), daemon=True,
+                                     name="dashboard-read").start()
+                return value
+        value = read()  # nothing to show yet: the caller waits (errors are the caller's)
+        self._keep(value, generation)
+        return value
+
+    def _again(self, read: Callable[[], T], generation: int) -> None:
+        try:
+            self._keep(read(), generation)
+        except Exception:  # noqa: BLE001 - the next page read reads again and shows the error
+            pass
+        finally:
+            with self._lock:
+                self._reading = False
+
+    def _keep(self, value: T, generation: int) -> None:
+        with self._lock:
+            if generation == self._generation:
+                self._value, self._at = value, time.monotonic()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._value, self._at = None, -math.inf
+            self._generation += 1
 
 
-@st.cache_resource(ttl=EVENTS_TTL_S, show_spinner=False, max_entries=16)
-def _events(etcd: str, prefix: str, since_bucket_ms: int, limit: int) -> list[Event]:
-    return _client_for(etcd, prefix).events(since_ms=since_bucket_ms, limit=limit)
+_reads: dict[tuple, Fresh[Any]] = {}
+_reads_lock = threading.Lock()
 
 
-@st.cache_resource(ttl=SNAPSHOT_TTL_S, show_spinner=False, max_entries=8)
-def _pods(etcd: str, prefix: str) -> list[InstanceRecord]:
-    return _client_for(etcd, prefix).pods()
-
-
-@st.cache_resource(ttl=EVENTS_TTL_S, show_spinner=False, max_entries=16)
-def _stats(etcd: str, prefix: str, since_minute_ms: int) -> list[StatsRecord]:
-    return _client_for(etcd, prefix).stats(since_ms=since_minute_ms)
-
-
-def _guarded(fn, tgt: PlaneTarget, *args):
+def _fresh(kind: str, tgt: PlaneTarget, args: tuple, read: Callable[[PlaneClient], T], ttl: float) -> T:
+    key = (kind, tgt.etcd, tgt.prefix, *args)
+    with _reads_lock:
+        entry = _reads.get(key)
+        if entry is None:
+            entry = _reads[key] = Fresh(ttl=ttl, stale=STALE_S)
+    c = _client_for(tgt.etcd, tgt.prefix)
     try:
-        return fn(tgt.etcd, tgt.prefix, *args)
+        return entry.get(lambda: read(c))
     except RegistryError:
         # The cached client may point at an etcd that went away and came back: reconnect once.
         _drop_client(tgt)
-        return fn(tgt.etcd, tgt.prefix, *args)
+        c = _client_for(tgt.etcd, tgt.prefix)
+        return entry.get(lambda: read(c))
 
 
-def snapshot() -> PlacementSnapshot:
-    """The placement snapshot, at most SNAPSHOT_TTL_S old."""
+def _target() -> PlaneTarget:
     tgt = target()
     client(tgt)  # raises the 'no plane' error in words
     assert tgt is not None
-    return _guarded(_snapshot, tgt)
+    return tgt
+
+
+def snapshot() -> PlacementSnapshot:
+    """The placement snapshot: at most SNAPSHOT_TTL_S old, or STALE_S more while a newer one is read."""
+    return _fresh("snapshot", _target(), (), lambda c: c.snapshot(), SNAPSHOT_TTL_S)
 
 
 def events(*, window_s: int, limit: int = 0) -> list[Event]:
-    """Events of the last ``window_s`` seconds, oldest first: every one the log holds unless
-    ``limit`` (the start is rounded to 5 s so that the cache key stays stable between
-    refreshes; callers filter the exact window), at most EVENTS_TTL_S old."""
-    tgt = target()
-    client(tgt)
-    assert tgt is not None
-    since = int(time.time() * 1000) - window_s * 1000
-    since -= since % 5000
-    return _guarded(_events, tgt, since, limit)
+    """Events of the last ``window_s`` seconds when read (every one the log holds unless
+    ``limit``), oldest first, at most EVENTS_TTL_S (+ STALE_S) old: callers filter the exact window."""
+
+    def read(c: PlaneClient) -> list[Event]:
+        return c.events(since_ms=int(time.time() * 1000) - window_s * 1000, limit=limit)
+
+    return _fresh("events", _target(), (window_s, limit), read, EVENTS_TTL_S)
 
 
 def pods() -> list[InstanceRecord]:
     """The live pods' instance records only (cheaper than a snapshot of every model)."""
-    tgt = target()
-    client(tgt)
-    assert tgt is not None
-    return _guarded(_pods, tgt)
+    return _fresh("pods", _target(), (), lambda c: c.pods(), SNAPSHOT_TTL_S)
 
 
 def stats(*, window_s: int) -> list[StatsRecord]:
     """Every pod's per-minute counts (plane.stats) of the whole minutes from the minute
-    ``window_s`` seconds ago on, at most EVENTS_TTL_S old: exact, however busy the plane."""
-    tgt = target()
-    client(tgt)
-    assert tgt is not None
-    return _guarded(_stats, tgt, minute_of(time.time() * 1000 - window_s * 1000))
+    ``window_s`` seconds before the read on, at most EVENTS_TTL_S (+ STALE_S) old: exact,
+    however busy the plane (callers count from the minute they mean)."""
+
+    def read(c: PlaneClient) -> list[StatsRecord]:
+        return c.stats(since_ms=minute_of(time.time() * 1000 - window_s * 1000))
+
+    return _fresh("stats", _target(), (window_s,), read, EVENTS_TTL_S)
 
 
 def events_max() -> int:
@@ -183,10 +237,10 @@ def events_max() -> int:
 
 def refresh() -> None:
     """Forget cached reads (after this session changed something, or in tests)."""
-    _snapshot.clear()
-    _pods.clear()
-    _events.clear()
-    _stats.clear()
+    with _reads_lock:
+        entries = list(_reads.values())
+    for entry in entries:
+        entry.clear()
 
 
 def forget_clients() -> None:

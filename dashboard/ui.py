@@ -12,15 +12,22 @@ import streamlit as st
 
 from plane.api import NotFound, ValidationError
 from plane.registry import RegistryError
+from plane.runtimes.files import check_path_for_type
+from plane.runtimes.types import RUNTIMES
 from plane.settings import format_age, format_size
 
 if TYPE_CHECKING:
     from pandas.io.formats.style import Styler
 
 __all__ = ["errors_shown", "fmt_time", "fmt_size", "fmt_ago", "fmt_rate", "sortable_table", "paged_table",
-           "PAGE_SIZES", "page_bounds", "choices", "CHOICES_MAX"]
+           "PAGE_SIZES", "page_bounds", "choices", "CHOICES_MAX", "TYPE_CHOICES", "TYPE_LABELS", "TYPE_OTHER",
+           "chosen_type", "suggested_type"]
 
 CHOICES_MAX = 300  # a selectbox lists at most this many model ids (5,000 would be 100 KiB a rerun)
+
+TYPE_OTHER = "other"  # the register form's choice for a ModelMesh spelling typed in a text field
+TYPE_CHOICES = (*RUNTIMES, TYPE_OTHER)
+TYPE_LABELS = {**{r: r for r in RUNTIMES}, TYPE_OTHER: "other (ModelMesh: mt:…, rt:…)"}
 
 PAGE_SIZES = (25, 50, 100, 250)  # 250 rows of 35 px stay below st.dataframe's 10,000 px "content" cap
 
@@ -118,3 +125,17 @@ def choices(ids: list[str], needle: str = "", *, cap: int = CHOICES_MAX,
         shown.append(keep)
     note = f"{cap:,} of {len(matched):,} listed: type in the filter to narrow" if len(matched) > cap else ""
     return shown, note
+
+
+def chosen_type(choice: str | None, other: str = "") -> str:
+    """The model type a register form names: the runtime chosen, or the ModelMesh spelling typed."""
+    return (other or "").strip() if choice == TYPE_OTHER else str(choice or RUNTIMES[0])
+
+
+def suggested_type(current: str, path: str) -> str | None:
+    """The runtime a register form's type should switch to for ``path``: the one runtime whose
+    files end in its suffix, when ``current`` does not read it; None to keep the choice."""
+    if not path.strip() or check_path_for_type(current, path) is None:
+        return None
+    readers = [r for r in RUNTIMES if check_path_for_type(r, path) is None]
+    return readers[0] if len(readers) == 1 else None

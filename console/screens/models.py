@@ -19,11 +19,13 @@ from textual.widgets import DataTable, Input, Static
 
 from console import formatting, keymaps
 from console.screens.base import ViewScreen
-from console.screens.dialogs import ConfirmScreen, DetailsScreen, FormField, FormScreen
+from console.screens.dialogs import ConfirmScreen, DetailsScreen
+from console.screens.register import register_form
 from console.widgets.keyed_table import CellSpec, KeyedTable, cell
 from plane import usage
 from plane.api import record_as_dict
 from plane.registry import ModelRecord
+from plane.runtimes.types import runtime_label
 
 __all__ = ["ModelsScreen", "MODEL_COLUMNS", "model_row", "model_matches"]
 
@@ -35,10 +37,11 @@ MODEL_COLUMNS = (
     ("last_used", "last used"),
     ("rate", "rate"),
     ("failures", "failures"),
+    ("type", "runtime"),
     ("source", "storage:path"),
 )
 # give way when the table is too wide, in this order, down to these widths (the id goes last)
-FLEX = {"source": 14, "failures": 12, "copies": 14, "model": 16}
+FLEX = {"source": 14, "failures": 12, "copies": 14, "type": 8, "model": 16}
 RELATIVE_TIME_REFRESH_S = 10.0
 FILTER_DEBOUNCE_S = 0.15
 FAILURE_TEXT_MAX = 36  # the full messages are in the details
@@ -66,6 +69,7 @@ def model_row(m: ModelRecord, now: int) -> tuple[CellSpec, ...]:
         cell(usage.last_used_text(m, now), sort=-m.used_ms),
         cell(formatting.rate(rpm), sort=rpm),
         cell(fail, sort=len(m.failed), style="red" if fail else ""),
+        cell(runtime_label(m.type)),
         cell(f"{m.key}:{m.path}"),
     )
 
@@ -75,7 +79,7 @@ def model_matches(m: ModelRecord, needle: str) -> bool:
         return True
     needle = needle.lower()
     return (needle in m.model_id.lower() or needle in m.status().lower()
-            or any(needle in p.lower() for p in m.copies) or needle in m.path.lower())
+            or any(needle in p.lower() for p in m.copies) or needle in m.path.lower() or needle in m.type.lower())
 
 
 class ModelsScreen(ViewScreen):
@@ -94,7 +98,7 @@ class ModelsScreen(ViewScreen):
         self._rows: dict[str, tuple[ModelRecord, str, tuple[CellSpec, ...]]] = {}
 
     def compose_body(self) -> ComposeResult:
-        yield Input(placeholder="/ filter by id, status, pod or path", id="models-filter")
+        yield Input(placeholder="/ filter by id, status, pod, path or type", id="models-filter")
         yield Static(id="models-summary")
         yield KeyedTable(id="models-table")
 
@@ -236,35 +240,8 @@ class ModelsScreen(ViewScreen):
             self.app.push_screen(DetailsScreen(f"model {m.model_id}", model_details(m, self.now())))
 
     def action_register(self) -> None:
-        if not self.writable():
-            return
-        keys = sorted({"default", *self.plane.storage})
-        fields = [
-            FormField("model_id", "model id", placeholder="e.g. mnist-v1"),
-            FormField("storage_key", "storage", kind="select", options=keys,
-                      value="default" if "default" in keys else keys[0]),
-            FormField("path", "path inside the storage", placeholder="models/mnist.onnx"),
-            FormField("type", "type", kind="select", options=["onnx"], value="onnx"),
-            FormField("load_now", "load now", kind="checkbox", value=False),
-        ]
-
-        def submit(values: dict[str, Any]) -> str:
-            self.require_writable()
-            client = self.client_or_raise()
-            model_id = (values.get("model_id") or "").strip()
-            try:
-                client.register_model(model_id, path=(values.get("path") or "").strip(),
-                                      storage_key=values.get("storage_key") or "default",
-                                      type=values.get("type") or "onnx",
-                                      load_now=bool(values.get("load_now")))
-            except Exception as exc:
-                if values.get("load_now") and client.get_model(model_id) is not None:
-                    return f"registered {model_id}; loading did not start: {exc}"
-                raise
-            return f"registered {model_id}"
-
-        form = FormScreen("Register a model", fields, submit, submit_label="Register")
-        self.app.push_screen(form, self._done)
+        if self.writable():
+            self.app.push_screen(register_form(self), self._done)
 
     def _done(self, message: str | None) -> None:
         if message:

@@ -1,6 +1,6 @@
 """Placement: which pod holds which model, live from the etcd watch, with changes lit up.
 
-Columns are the model (with its size, rate and last use) and the pods; a cell is a copy,
+Columns are the model (with its type, size, rate and last use) and the pods; a cell is a copy,
 with its state, its measured size and its age (``● 46M 30m``), or a load that failed on
 that pod (``✗ failed 6m``: models whose loads fail have a row too). When a watch batch moves a
 copy, the cell flashes (green for a new copy, red ✕ for one that went away) for ``FLASH_S``
@@ -24,6 +24,7 @@ from console.widgets.capacity import PodCapacity
 from console.widgets.keyed_table import CellSpec, KeyedTable, cell
 from plane import usage
 from plane.registry import ModelRecord
+from plane.runtimes.types import runtime_label
 
 __all__ = ["PlacementScreen", "FLASH_S", "placement_row", "MODEL_COLUMNS", "SORTS"]
 
@@ -31,10 +32,11 @@ FLASH_S = 4.0
 FLASH_TICK_S = 0.5
 TICK_S = 10.0  # ages, rates and the activity order are redrawn this often
 MARK = {"loaded": ("●", "green"), "loading": ("◐", "yellow")}
-MODEL_COLUMNS = (("model", "model"), (".size", "size"), (".rate", "rate"), (".used", "last used"))
+MODEL_COLUMNS = (("model", "model"), (".type", "runtime"), (".size", "size"), (".rate", "rate"),
+                 (".used", "last used"))
 SORTS = (("activity", ".rate", True), ("size", ".size", True), ("name", "model", False))  # (label, column, reverse)
-SORT_LABELS = {".rate": "activity", ".size": "size", "model": "name", ".used": "last use"}
-FLEX = {"model": 14}
+SORT_LABELS = {".rate": "activity", ".size": "size", "model": "name", ".used": "last use", ".type": "runtime"}
+FLEX = {"model": 14, ".type": 6}
 
 
 def placement_row(m: ModelRecord | None, model_id: str, pods: list[str], now: int,
@@ -43,10 +45,12 @@ def placement_row(m: ModelRecord | None, model_id: str, pods: list[str], now: in
     ``m`` is None for a model that just went away (its removed copies still flash)."""
     flashes = flashes or {}
     if m is None:
-        cells = [cell(model_id, style="bold"), cell("-", sort=0), cell("-", sort=(0.0, 0)), cell("-", sort=0)]
+        cells = [cell(model_id, style="bold"), cell("-"), cell("-", sort=0), cell("-", sort=(0.0, 0)),
+                 cell("-", sort=0)]
     else:
         rpm = usage.fresh_rpm(m, now)
         cells = [cell(model_id, style="bold" if flashes else ""),
+                 cell(runtime_label(m.type)),
                  cell(formatting.size(m.size), sort=m.size),
                  cell(formatting.rate(rpm), sort=(rpm, m.used_ms)),
                  cell(usage.last_used_text(m, now), sort=m.used_ms)]

@@ -1,6 +1,6 @@
 """The pod view (``enter`` on a pod in Placement, or ``:pod NAME``): one runtime pod.
 
-Its capacity and state, its copies biggest first (state, size, age, rate on this pod), its
+Its capacity and state, its copies biggest first (type, state, size, age, rate on this pod), its
 request rate and its loads and evictions per minute over the last hour (the pod's own
 per-minute stats), its recent events (the event log filtered by pod), and, for a pod of the
 embedded plane, the end of its log file, read in a worker and refreshed every few seconds.
@@ -27,10 +27,11 @@ from console.widgets.capacity import BAR_WIDTH
 from console.widgets.keyed_table import CellSpec, KeyedTable, cell
 from plane import usage
 from plane.registry import Event, ModelRecord
+from plane.runtimes.types import runtime_label
 
 __all__ = ["PodScreen", "COPY_COLUMNS", "copy_row", "pod_rate"]
 
-COPY_COLUMNS = (("model", "model"), ("state", "state"), ("size", "size"), ("age", "loaded"),
+COPY_COLUMNS = (("model", "model"), ("type", "runtime"), ("state", "state"), ("size", "size"), ("age", "loaded"),
                 ("rate", "rate here"), ("used", "last used"))
 SORTS = (("size", True), ("rate", True), ("model", False))
 LOG_REFRESH_S = 2.0
@@ -54,6 +55,7 @@ def copy_row(m: ModelRecord, pod_id: str, now: int) -> tuple[CellSpec, ...]:
     rpm = pod_rate(m, pod_id, now)
     return (
         cell(m.model_id, style="bold" if m.pinned else ""),
+        cell(runtime_label(m.type)),
         cell(c.state + (" · pinned" if m.pinned else ""), style=STATE_STYLE.get(c.state, "")),
         cell(formatting.size(size), sort=size),
         cell(formatting.ago(c.since_ms, now), sort=-c.since_ms),
@@ -107,7 +109,7 @@ class PodScreen(CopyActionsView):
 
     def on_mount(self) -> None:
         self.table.define_columns(COPY_COLUMNS)
-        self.table.set_flex({"model": 14})
+        self.table.set_flex({"model": 14, "type": 6})
         self.table.sort_column, self.table.sort_reverse = SORTS[0]
         self.set_interval(LOG_REFRESH_S, self._refresh_log)
         self.set_interval(TICK_S, self._tick)

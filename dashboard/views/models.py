@@ -10,10 +10,23 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import state
-from dashboard.ui import choices, errors_shown, fmt_rate, fmt_size, paged_table
+from dashboard.ui import (
+    TYPE_CHOICES,
+    TYPE_LABELS,
+    TYPE_OTHER,
+    choices,
+    chosen_type,
+    errors_shown,
+    fmt_rate,
+    fmt_size,
+    paged_table,
+    suggested_type,
+)
 from plane import usage
 from plane.api import PlacementSnapshot
 from plane.registry import ModelRecord, now_ms
+from plane.runtimes.files import check_path_for_type
+from plane.runtimes.types import RUNTIMES, runtime_label
 
 STATUSES = ["LOADED", "LOADING", "LOADING_FAILED", "NOT_LOADED"]
 LOAD_WAIT_S = 20.0  # after a "load now" registration, how long the page waits to say how it went
@@ -21,7 +34,7 @@ SORTS = ["model", "status", "size", "last used", "req/min", "storage"]
 # Widths that fit all twelve columns in a wide page (1,280 px at a 1,440 px window): text longer
 # than its cell ends in "…" and reads whole on hover.
 MODEL_COLUMNS = {name: st.column_config.Column(width=w) for name, w in {
-    "model": 220, "status": 125, "type": 50, "storage": 70, "path": 160, "size": 75, "loaded on": 105,
+    "model": 200, "status": 125, "type": 90, "storage": 70, "path": 160, "size": 75, "loaded on": 105,
     "loading on": 80, "failed": 140, "vmodels": 70, "last used": 80, "req/min": 60}.items()}
 
 st.title("Models")
@@ -71,6 +84,7 @@ def model_rows(snap: PlacementSnapshot, now: int) -> list[dict]:
             "model": m.model_id,
             "status": m.status(),
             "type": m.type,
+            "runtime": runtime_label(m.type),
             "storage": m.key,
             "path": m.path,
             "size": fmt_size(m.size),
@@ -93,7 +107,7 @@ def shown_as(snap: PlacementSnapshot, now: int) -> dict[str, Callable[[Any], str
 def _filtered(snap: PlacementSnapshot, needle: str, statuses: list[str]) -> list[ModelRecord]:
     n = needle.strip().lower()
     return [m for m in snap.models
-            if (not n or n in m.model_id.lower() or n in m.path.lower())
+            if (not n or n in m.model_id.lower() or n in m.path.lower() or n in m.type.lower())
             and (not statuses or m.status() in statuses)]
 
 
@@ -105,7 +119,7 @@ if snap is None:
     st.stop()
 
 c1, c2, c3, c4 = st.columns([2, 3, 1.4, 1], vertical_alignment="bottom")
-needle = c1.text_input("Filter", key="models_filter", placeholder="model id or path contains")
+needle = c1.text_input("Filter", key="models_filter", placeholder="model id, path or type contains")
 statuses = c2.multiselect("Status", STATUSES, key="models_status", placeholder="any status")
 sort_by = c3.selectbox("Sort by", SORTS, key="models_sort")
 descending = c4.toggle("Descending", key="models_desc")
@@ -130,19 +144,41 @@ with errors_shown("cannot list the storage configs"):
     storage_keys = [c["key"] for c in client.list_storage()]
 
 # -- register ------------------------------------------------------------------------------------------
-left, right = st.columns(2)
-with left, st.form("register_form", clear_on_submit=False):
+def _follow_path() -> None:
+    """The path changed: switch the type to the one runtime that reads its suffix, unless the
+    type chosen reads it already (a directory, or .bst, keeps the choice)."""
+    ss = st.session_state
+    current = chosen_type(ss.get("reg_type"), ss.get("reg_type_other", "")) or RUNTIMES[0]
+    suggestion = suggested_type(current, ss.get("reg_path", ""))
+    if suggestion is not None:
+        ss["reg_type"] = suggestion
+
+
+@st.fragment
+def register_section(storage_keys: list[str]) -> None:
+    """The form, in a fragment: the type follows the path as it is typed, and only this part reruns."""
     st.subheader("Register a model")
     model_id = st.text_input("Model id", key="reg_model_id", placeholder="mnist-v1")
     key_options = sorted(set(storage_keys) | {"default"})
     storage_key = st.selectbox("Storage", key_options, index=key_options.index("default"), key="reg_storage")
-    path = st.text_input("Path inside the storage", key="reg_path", placeholder="models/mnist.onnx")
-    mtype = st.selectbox("Type", ["onnx"], key="reg_type")
+    path = st.text_input("Path inside the storage", key="reg_path", placeholder="models/mnist.onnx",
+                         on_change=_follow_path, help="a model file, or a directory holding one")
+    choice = st.selectbox("Type", TYPE_CHOICES, key="reg_type", format_func=lambda t: TYPE_LABELS.get(t, t),
+                          help="set from the path's suffix when only one runtime reads it; "
+                               "other: a ModelMesh type such as mt:sklearn:1 or rt:mlserver-1.x")
+    other = ""
+    if choice == TYPE_OTHER:
+        other = st.text_input("ModelMesh type", key="reg_type_other", placeholder="mt:sklearn:1, rt:mlserver-1.x")
     load_now = st.checkbox("Load now", key="reg_load_now",
                            help="ask a pod to load it right away instead of on the first request")
-    submitted = st.form_submit_button("Register", type="primary", key="reg_submit")
-if submitted:
-    with left, errors_shown("registration failed"):
+    if not st.button("Register", type="primary", key="reg_submit"):
+        return
+    mtype = chosen_type(choice, other)
+    problem = check_path_for_type(mtype, path.strip())
+    if problem:
+        st.error(f"not registered: {problem}", icon=":material/error:")
+        return
+    with errors_shown("registration failed"):
         try:
             rec = client.register_model(model_id.strip(), path=path.strip(), storage_key=storage_key,
                                         type=mtype, load_now=load_now)
@@ -153,6 +189,11 @@ if submitted:
             state.refresh()  # a load_now failure still leaves the model registered
         st.session_state["models_flash"] = registered_message(rec, load_now)
         st.rerun()
+
+
+left, right = st.columns(2)
+with left:
+    register_section(storage_keys)
 
 # -- unregister ----------------------------------------------------------------------------------------
 with right:

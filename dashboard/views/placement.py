@@ -1,5 +1,9 @@
 """Placement: which model is on which pod, how full each pod is, what moved; refreshed live.
 
+The page draws once and a watcher checks every few seconds whether what it shows changed
+(:func:`dashboard.live.redraw_when_changed`): an idle plane is not redrawn; the figures are
+built once per snapshot for every session.
+
 Readable at any scale: the heatmap shows the top N placed models (by activity, size or name,
 among those matching the search) in a stable order and sums up the others in one row; the
 treemap groups small copies; drill-downs show one model's copies and one pod's copies.
@@ -13,9 +17,9 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from dashboard import activity, figures, placement_data, state
+from dashboard import activity, figures, live, placement_data, state
 from dashboard.ui import choices, errors_shown, fmt_rate, fmt_size, fmt_time, paged_table
-from plane import usage
+from plane import stats, usage
 from plane.api import PlacementSnapshot
 from plane.registry import now_ms
 
@@ -41,7 +45,7 @@ SHOWN: dict[str, Callable[[Any], str]] = {
     "req/min": fmt_rate, "req/min on pod": fmt_rate}
 # Widths that fit a half-width column of a wide page (about 630 px).
 COLUMNS = {name: st.column_config.Column(width=w) for name, w in {
-    "model": 200, "pod": 110, "state": 65, "size": 80, "share of pod": 85, "age": 75, "req/min": 65,
+    "model": 170, "type": 75, "pod": 110, "state": 65, "size": 80, "share of pod": 85, "age": 75, "req/min": 65,
     "req/min on pod": 105}.items()}
 
 
@@ -53,7 +57,7 @@ def model_drilldown(snap: PlacementSnapshot, now: int) -> None:
     if m is None:
         st.caption(note or f"{len(ids):,} model(s) to choose from")
         return
-    st.markdown(f"**{m.model_id}** · {m.status()} · {fmt_size(m.size)} per copy · "
+    st.markdown(f"**{m.model_id}** · type `{m.type}` · {m.status()} · {fmt_size(m.size)} per copy · "
                 f"{fmt_rate(usage.fresh_rpm(m, now))} req/min · last used {usage.last_used_text(m, now)} · "
                 f"storage `{m.key}:{m.path}`")
     rows = placement_data.model_copies(snap, m.model_id, now)
@@ -83,39 +87,74 @@ def pod_drilldown(snap: PlacementSnapshot, now: int) -> None:
     cap = f" of {fmt_size(pod.capacity)}" if pod and pod.capacity else " (no instance record: gone)"
     st.caption(f"{chosen}: {len(rows):,} copies, {fmt_size(held)}{cap}")
     st.plotly_chart(figures.pod_copies_bar(snap, chosen), key="placement_pod_bar")
-    df = pd.DataFrame(rows, columns=["model", "state", "size", "share of pod", "age", "req/min"])
+    df = pd.DataFrame(rows, columns=["model", "type", "state", "size", "share of pod", "age", "req/min"])
     paged_table(df, key="placement_pod_copies", shown=SHOWN, column_config=COLUMNS, noun="copy")
 
 
-@st.fragment(run_every=None if paused else interval)
-def live_placement() -> None:
-    snap = recs = None
+def drawn(snap: PlacementSnapshot, recs: list, now: int) -> tuple[placement_data.Selection, dict[str, Any]]:
+    """The selection and the figures of the page: built once per snapshot (and stats read) and
+    settings, for every session that shows them (:func:`dashboard.live.memo`)."""
+
+    def build() -> tuple[placement_data.Selection, dict[str, Any]]:
+        sel = placement_data.select(snap, top=top, by=by, needle=needle)  # ranked as of the snapshot
+        memory = figures.pod_memory_treemap(snap) if memory_view == "treemap" else figures.pod_memory_stacked(snap)
+        return sel, {"placement_heatmap": figures.placement_heatmap(snap, sel),
+                     "placement_capacity": figures.capacity_bars(snap), "placement_memory_fig": memory}
+
+    sel, figs = live.memo(snap, ("placement", top, by, needle, memory_view), build)
+    minute = stats.minute_of(now)
+    per_pod = live.memo(recs, ("placement-activity", activity_min, minute, tuple(p.pod_id for p in snap.pods)),
+                        lambda: activity.per_pod_per_minute(recs, since_ms=now - activity_min * 60_000, until_ms=now,
+                                                            pods=[p.pod_id for p in snap.pods]))
+    return sel, {**figs, "placement_activity_fig": per_pod}
+
+
+def read() -> tuple[PlacementSnapshot, list] | None:
     with errors_shown("cannot read the placement"):
-        snap = state.snapshot()
-        recs = state.stats(window_s=activity_min * 60)
-    if snap is None or recs is None:
+        return state.snapshot(), state.stats(window_s=activity_min * 60)
+    return None
+
+
+def what_is_drawn(snap: PlacementSnapshot, recs: list, now: int) -> str:
+    """The digest of what the page draws: its figures, and an open drill-down's snapshot."""
+    _, figs = drawn(snap, recs, now)
+    opened = [st.session_state.get("placement_model"), st.session_state.get("placement_pod")]
+    return live.digest([*figs.values(), *opened, snap.taken_ms if any(opened) else 0])
+
+
+def caption() -> None:
+    got = read()
+    if got is None:
         return
-    now = now_ms()
-    sel = placement_data.select(snap, top=top, by=by, needle=needle, now=now)
+    snap, recs = got
+    sel, _ = drawn(snap, recs, now_ms())
     status = "paused" if paused else f"refreshing every {interval} s"
     st.caption(f"snapshot {fmt_time(snap.taken_ms)} UTC · {status} · {len(snap.pods)} pod(s) · "
                f"{sel.placed:,} of {sel.total:,} model(s) placed · rows: the top {top} by "
                f"{placement_data.RANK_BY[by]}, in model-id order")
-    st.plotly_chart(figures.placement_heatmap(snap, sel), key="placement_heatmap")
-    left, right = st.columns(2)
-    left.plotly_chart(figures.capacity_bars(snap), key="placement_capacity")
-    if memory_view == "treemap":
-        right.plotly_chart(figures.pod_memory_treemap(snap), key="placement_memory_fig")
-    else:
-        right.plotly_chart(figures.pod_memory_stacked(snap), key="placement_memory_fig")
-    st.plotly_chart(activity.per_pod_per_minute(recs, since_ms=now - activity_min * 60_000, until_ms=now,
-                                                pods=[p.pod_id for p in snap.pods]), key="placement_activity_fig")
-    st.subheader("Drill down")
-    left, right = st.columns(2)
-    with left:
-        model_drilldown(snap, now)
-    with right:
-        pod_drilldown(snap, now)
 
 
-live_placement()
+def probe() -> str:
+    got = read()
+    return what_is_drawn(*got, now_ms()) if got is not None else ""
+
+
+got = read()
+if got is None:
+    st.stop()
+snap, recs = got
+now = now_ms()
+sel, figs = drawn(snap, recs, now)
+# Redrawn when what it shows changed (checked every `interval` s), not on every tick.
+live.redraw_when_changed(what_is_drawn(snap, recs, now), probe, every=None if paused else interval, note=caption)
+st.plotly_chart(figs["placement_heatmap"], key="placement_heatmap")
+left, right = st.columns(2)
+left.plotly_chart(figs["placement_capacity"], key="placement_capacity")
+right.plotly_chart(figs["placement_memory_fig"], key="placement_memory_fig")
+st.plotly_chart(figs["placement_activity_fig"], key="placement_activity_fig")
+st.subheader("Drill down")
+left, right = st.columns(2)
+with left:
+    model_drilldown(snap, now)
+with right:
+    pod_drilldown(snap, now)

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 from typing import Any
 
 from plane.runtimes.base import ModelLoadError
 
-__all__ = ["MODEL_SETTINGS", "choose_runtime", "find_model_file", "read_model_settings", "sniff"]
+__all__ = ["MODEL_SETTINGS", "check_path_for_type", "choose_runtime", "find_model_file", "read_model_settings",
+           "sniff"]
 
 MODEL_SETTINGS = "model-settings.json"
 
@@ -182,3 +184,48 @@ def choose_runtime(path: pathlib.Path, candidates: tuple[str, ...]) -> tuple[str
                              + "; ".join(f"{r}: {', '.join(_WELL_KNOWN[r])}" for r in candidates) + ")")
     raise ModelLoadError(f"model at {path.name!r} could be " + " or ".join(f"{r} ({f.name})" for r, f in found.items())
                          + ": register it with a type that names its format, e.g. mt:" + next(iter(found)))
+
+
+# A file suffix: a dot, a letter, then letters or digits ("resnet-v1.5" has none: a directory).
+_FILE_SUFFIX = re.compile(r"\.[a-z][a-z0-9]*")
+
+
+def check_path_for_type(model_type: str, path: str) -> str | None:
+    """Why a model of ``model_type`` cannot be at ``path`` (its path inside the storage), or None
+    when it may be. The one rule every registration form applies before registering (console,
+    dashboard, CLI); only the text is checked, not the storage.
+
+    The path's last part must end in a suffix the type's runtime reads (``.onnx`` for onnx;
+    ``.joblib``/``.pkl``/``.pickle`` for sklearn; ``.json``/``.ubj``/``.bst``/``.model`` for
+    xgboost; ``.txt``/``.bst``/``.model`` for lightgbm; for a type that names several runtimes,
+    such as ``rt:mlserver-1.x``, a suffix of any of them), or name a directory, since a model
+    may be one: a path ending in ``/``, or whose last part has no file suffix (``models/mnist``,
+    ``resnet-v1.5``). A type no runtime here serves is refused with :func:`resolve_type`'s words.
+    """
+    from plane.runtimes.types import AUTO, RUNTIMES, UnknownType, resolve_type
+
+    try:
+        mtype = resolve_type(model_type)
+    except UnknownType as exc:
+        return str(exc)
+    text = (path or "").strip()
+    if not text:
+        return "model path must not be empty: give the path of the model's file or directory inside the storage"
+    if text.endswith("/"):
+        return None
+    name = pathlib.PurePosixPath(text).name
+    if name in _NOT_MODELS:
+        return f"{name} is not a model but a file next to one: register the directory that holds it"
+    suffix = pathlib.PurePosixPath(name).suffix.lower()
+    if not _FILE_SUFFIX.fullmatch(suffix):
+        return None
+    if any(suffix in _SUFFIXES[r] for r in mtype.candidates):
+        return None
+    what = mtype.runtime if mtype.runtime != AUTO else " / ".join(mtype.candidates)
+    reads = list(dict.fromkeys(s for r in mtype.candidates for s in _SUFFIXES[r]))
+    message = (f"{name!r} is no {what} model: type {mtype.given!r} reads {', '.join(reads)} files "
+               f"or a directory (end the path with '/' if {name!r} is one)")
+    others = [r for r in RUNTIMES if suffix in _SUFFIXES[r]]
+    if others:
+        message += f"; {suffix} files are {' or '.join(others)} models: choose that type"
+    return message

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 __all__ = [
+    "runtime_label",
     "AUTO",
     "RUNTIMES",
     "SERVED_TYPES",
@@ -179,3 +180,12 @@ def parse_type(text: str) -> str:
     model's files decide (``rt:mlserver-1.x``). ``parse_type(parse_type(t))`` is ``parse_type(t)``
     except for ``auto``, whose candidates are all runtimes. Raises :class:`UnknownType`."""
     return resolve_type(text).runtime
+
+
+def runtime_label(text: str) -> str:
+    """The runtime that serves a model type, for tables: ``sklearn`` for ``mt:sklearn:1``,
+    ``auto`` when the model's files decide; the type as given when no runtime here knows it."""
+    try:
+        return parse_type(text)
+    except UnknownType:
+        return text

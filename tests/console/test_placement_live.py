@@ -153,7 +153,7 @@ async def test_the_pod_view_shows_its_copies_and_the_end_of_its_log(plane):
         await wait_for(pilot, lambda: view.query("#pod-log") and view.table.spec("m0") is not None,
                        what="m0 among the pod's copies")
         row = view.table.spec("m0")
-        assert row[1][0].startswith("loaded") and row[2][0].endswith(("KiB", " B"))  # state and measured size
+        assert row[1][0] == "onnx" and row[2][0].startswith("loaded") and row[3][0].endswith(("KiB", " B"))
         await wait_for(pilot, lambda: view.log_tail.lines, timeout=20, what="the log tail")
         assert view.log_tail.path.endswith(f"{pod}.log")
         log = view.query_one("#pod-log", Log)

@@ -35,8 +35,9 @@ async def test_enter_on_a_pod_column_opens_its_view(demo_app):
         await wait_for(pilot, lambda: screen.query("#pod-log") and screen.table.row_count == 4,
                        what="pod-1's four copies")
         assert order(screen) == ["sentiment-distil", "bert-tiny", "mnist-v1", "churn-lr"]  # by size
-        assert screen.table.spec("sentiment-distil")[:4] == (
-            ("sentiment-distil", None, ""), ("loaded", None, "green"), ("92.0 MiB", 92 * 1024**2, ""),
+        assert screen.table.spec("sentiment-distil")[:5] == (
+            ("sentiment-distil", None, ""), ("onnx", None, ""), ("loaded", None, "green"),
+            ("92.0 MiB", 92 * 1024**2, ""),
             ("30m ago", -(DEMO_NOW_MS - 30 * 60_000), ""))
         await pilot.press("s")  # by rate here
         assert order(screen)[0] == "mnist-v1"  # 20/min on this pod
