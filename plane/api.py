@@ -10,13 +10,11 @@ to etcd its own way. :class:`PlaneClient` owns an asyncio loop on a private thre
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import threading
 from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from plane import operations, stats
+from plane import admission, operations, stats
 from plane.operations import (
     REGISTER_LAST_USED_OFFSET_MS,
     REGISTER_LOAD_NOW_LAST_USED_OFFSET_MS,
@@ -37,6 +35,7 @@ from plane.registry import (
     now_ms,
 )
 from plane.settings import MeshSettings
+from plane.snapshots import Overview, PlacementSnapshot, overview_from, record_as_dict, snapshot_from_tables
 from plane.stats import StatsRecord
 from plane.storage import StorageTestResult
 
@@ -44,6 +43,9 @@ __all__ = [
     "PlaneClient",
     "PlacementSnapshot",
     "Overview",
+    "snapshot_from_tables",
+    "overview_from",
+    "record_as_dict",
     "ModelSpec",
     "StorageTestResult",
     "ValidationError",
@@ -58,40 +60,6 @@ T = TypeVar("T")
 
 CALL_TIMEOUT_S = 30.0
 STORAGE_TYPES = ("local", "s3", "http", "gcs", "azure", "pvc")
-
-
-@dataclass
-class PlacementSnapshot:
-    """Everything the placement views draw, read in one pass over the registry."""
-
-    pods: list[InstanceRecord]
-    models: list[ModelRecord]
-    vmodels: list[VModelRecord]
-    taken_ms: int
-
-    def matrix(self) -> dict[str, dict[str, str]]:
-        """model id -> {pod id -> 'loaded' | 'loading'} for models that have copies."""
-        return {m.model_id: {p: c.state for p, c in m.copies.items()} for m in self.models if m.copies}
-
-    def pod_models(self, pod_id: str) -> list[tuple[ModelRecord, int]]:
-        """(model, size of its copy) for every copy on the pod, biggest first."""
-        out = [(m, m.copies[pod_id].size or m.size) for m in self.models if pod_id in m.copies]
-        return sorted(out, key=lambda x: -x[1])
-
-
-@dataclass
-class Overview:
-    pods_ready: int
-    pods_total: int
-    models_registered: int
-    models_loaded: int
-    models_failed: int
-    capacity: int
-    used: int
-    loads_recent: int
-    evictions_recent: int
-    failures_recent: int
-    window_s: int
 
 
 class PlaneClient:
@@ -182,10 +150,17 @@ class PlaneClient:
         min_copies: int = 0,
         max_copies: int = 0,
         sync: bool = False,
+        require_storage: bool = False,
     ) -> ModelRecord:
         """Register a model. Raises ValidationError for bad input, and when the id is taken by
-        a model with a different path/storage (registering the same thing twice is fine)."""
+        a model with a different path/storage (registering the same thing twice is fine).
+        ``require_storage``: refuse a storage key without a config (admission.UnknownStorage;
+        off by default, as ModelMesh's registerModel: a key may be configured after the model)."""
         spec = ModelSpec(model_id, path, storage_key, type, pinned, min_copies, max_copies)
+        operations.check_spec(spec)
+        self.copy_floor_warning(min_copies)
+        if require_storage:
+            self._run(admission.check_storage_key(self.registry, storage_key))
         rec = self._run(operations.register(self.registry, spec, load_now=load_now))
         if load_now:
             self.ensure_loaded(model_id, sync=sync)
@@ -222,19 +197,34 @@ class PlaneClient:
 
     def set_model_policy(self, model_id: str, *, pinned: bool | None = None, min_copies: int | None = None,
                          max_copies: int | None = None) -> ModelRecord:
+        """Change what is given; the policy that results must be valid (admission.check_copies)
+        and, on a plane of fixed size, a floor its pods can meet (:meth:`copy_floor_warning`)."""
+        admission.check_copies(min_copies or 0, max_copies or 0)  # what is wrong whatever the record holds
+        if min_copies is not None:
+            self.copy_floor_warning(min_copies)
+
         def change(m: ModelRecord) -> ModelRecord:
+            low = m.min_copies if min_copies is None else min_copies
+            high = m.max_copies if max_copies is None else max_copies
+            admission.check_copies(low, high)
+            m.min_copies, m.max_copies = low, high
             if pinned is not None:
                 m.pinned = pinned
-            if min_copies is not None:
-                m.min_copies = max(0, min_copies)
-            if max_copies is not None:
-                m.max_copies = max(0, max_copies)
             return m
 
         rec = self._run(self.registry.update_model(model_id, change))
         if rec is None:
             raise NotFound(f"model {model_id!r} is not registered")
         return rec
+
+    def copy_floor_warning(self, min_copies: int) -> str:
+        """'' when the pods can hold ``min_copies`` copies of a model (one per pod). Raises
+        ValidationError when a plane of fixed size (embedded) cannot; else the warning to show."""
+        if min_copies <= 1:
+            return ""
+        fixed = admission.fixed_pod_count(self.settings.state_dir, self.etcd_endpoint, self.settings.etcd_prefix)
+        pods = fixed if fixed is not None else len(self.pods())
+        return admission.copy_floor_warning(min_copies, pods=pods, fixed=fixed is not None)
 
     def ensure_loaded(self, model_id: str, *, sync: bool = False, timeout: float = 120.0) -> ModelRecord:
         """Ask a live pod to load the model (ModelMesh ``ensureLoaded``)."""
@@ -282,19 +272,29 @@ class PlaneClient:
     # -- vmodels --------------------------------------------------------------------------------------
 
     def set_vmodel(self, vmodel_id: str, target_model_id: str, *, auto_delete: bool = False, owner: str = "",
-                   sync: bool = False, timeout: float = 120.0) -> VModelRecord:
+                   sync: bool = False, timeout: float = 120.0, shadow_model: bool = False) -> VModelRecord:
         """Point a vmodel at a model. With pods running, the target is loaded first and the
-        switch happens in one transaction (via a pod's ``setVModel``)."""
+        switch happens in one transaction (via a pod's ``setVModel``); with ``sync``, a target
+        that fails to load leaves things as they were (admission.undo_set_vmodel) and the error
+        is raised. A vmodel id that is a model's id is refused unless ``shadow_model``."""
         validate_model_id(vmodel_id, what="vmodel id")
         if self.get_model(target_model_id) is None:
             raise NotFound(f"target model {target_model_id!r} is not registered; register it first")
+        self._run(admission.check_vmodel_id(self.registry, vmodel_id, shadow_model=shadow_model))
         pods = [p for p in self.pods() if not p.shutting_down]
         if pods:
             from plane import mgmt_client
 
-            mgmt_client.set_vmodel([p.endpoint for p in pods], vmodel_id, target_model_id,
-                                   auto_delete=auto_delete, owner=owner, sync=sync, timeout=timeout,
-                                   settings=self.settings)
+            before = self.get_vmodel(vmodel_id)
+            try:
+                mgmt_client.set_vmodel([p.endpoint for p in pods], vmodel_id, target_model_id,
+                                       auto_delete=auto_delete, owner=owner, sync=sync, timeout=timeout,
+                                       settings=self.settings)
+            except mgmt_client.ManagementError:
+                if sync:
+                    self._run(admission.undo_set_vmodel(self.registry, vmodel_id, target_model_id, before,
+                                                        owner=owner))
+                raise
         else:
             self._run(operations.set_vmodel_direct(self.registry, vmodel_id, target_model_id, auto_delete, owner))
         rec = self.get_vmodel(vmodel_id)
@@ -331,6 +331,16 @@ class PlaneClient:
     def remove_storage(self, key: str) -> bool:
         return self._run(self.registry.delete_storage(key))
 
+    def remove_storage_unused(self, key: str, *, force: bool = False) -> bool:
+        """Remove a storage config unless registered models use it: then InUse, naming how many
+        and which (``force`` removes it anyway; those models fail to load until it is back)."""
+        users = [] if force else [m.model_id for m in self.list_models() if (m.key or "default") == key]
+        if users:
+            shown = ", ".join(users[:10]) + (f" and {len(users) - 10} more" if len(users) > 10 else "")
+            raise InUse(f"storage {key!r} is used by {len(users)} model(s): {shown}; unregister them or register "
+                        "them with another storage key first, or force the removal (mesh storage remove --force)")
+        return self.remove_storage(key)
+
     def test_storage(self, key: str, *, path: str = "", limit: int = 20) -> StorageTestResult:
         """List what the storage holds under ``path``; report the error in words if it fails."""
         from plane import storage
@@ -363,43 +373,3 @@ class PlaneClient:
         snap = self.snapshot()
         since = now_ms() - window_s * 1000
         return overview_from(snap, [], window_s=window_s, totals=stats.totals(self.stats(since_ms=since)))
-
-
-def snapshot_from_tables(tables: dict[str, list[tuple[str, bytes]]]) -> PlacementSnapshot:
-    """Build a snapshot from raw registry tables (also used by watchers that keep tables)."""
-    return PlacementSnapshot(
-        pods=sorted((InstanceRecord.from_json(v) for _, v in tables.get("instances", [])), key=lambda p: p.pod_id),
-        models=sorted((ModelRecord.from_json(v) for _, v in tables.get("models", [])), key=lambda m: m.model_id),
-        vmodels=sorted((VModelRecord.from_json(v) for _, v in tables.get("vmodels", [])),
-                       key=lambda v: v.vmodel_id),
-        taken_ms=now_ms(),
-    )
-
-
-def overview_from(snap: PlacementSnapshot, events: list[Event], *, window_s: int = 300,
-                  totals: dict[str, int] | None = None) -> Overview:
-    """The overview figures; ``totals`` (plane.stats) gives exact activity counts, else they are
-    counted from ``events``."""
-    live = {p.pod_id for p in snap.pods}
-    if totals is None:
-        totals = {"loads": sum(1 for e in events if e.kind == "loaded"),
-                  "evictions": sum(1 for e in events if e.kind == "evict"),
-                  "failures": sum(1 for e in events if e.kind == "load-failed")}
-    return Overview(
-        pods_ready=sum(1 for p in snap.pods if not p.shutting_down),
-        pods_total=len(snap.pods),
-        models_registered=len(snap.models),
-        models_loaded=sum(1 for m in snap.models if any(p in live for p in m.loaded_on())),
-        models_failed=sum(1 for m in snap.models if m.failed and not m.loaded_on()),
-        capacity=sum(p.capacity for p in snap.pods),
-        used=sum(p.used for p in snap.pods),
-        loads_recent=totals.get("loads", 0),
-        evictions_recent=totals.get("evictions", 0),
-        failures_recent=totals.get("failures", 0),
-        window_s=window_s,
-    )
-
-
-def record_as_dict(rec: Any) -> dict[str, Any]:
-    """A registry record as plain data (for ``--json`` output and raw views)."""
-    return dataclasses.asdict(rec)

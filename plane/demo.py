@@ -44,6 +44,7 @@ __all__ = [
     "make_medium_model",
     "make_memory_bomb_model",
     "make_tiny_model",
+    "parse_formats",
     "sample_input",
 ]
 
@@ -175,6 +176,32 @@ def _write(path: pathlib.Path, data: bytes) -> int:
     tmp.write_bytes(data)
     tmp.replace(path)
     return len(data)
+
+
+def parse_formats(text: str) -> dict[str, float]:
+    """``mesh demo --formats``: ``onnx,sklearn`` (equal shares), ``all``, or names with relative
+    shares, ``onnx=0.5,sklearn=0.2,xgboost=0.15,lightgbm=0.15`` (a bare name counts 1). Raises
+    ValueError naming what is wrong."""
+    shares: dict[str, float] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, _, share = item.partition("=")
+        name = name.strip().lower()
+        names = list(FORMATS) if name == "all" else [name]
+        if name not in FORMATS and name != "all":
+            raise ValueError(f"unknown model format {name!r}; choose from {', '.join(FORMATS)} (or all)")
+        try:
+            weight = float(share) if share.strip() else 1.0
+        except ValueError:
+            raise ValueError(f"the share of {name!r} must be a number, not {share.strip()!r}") from None
+        if weight < 0 or weight != weight or weight == float("inf"):
+            raise ValueError(f"the share of {name!r} must be a finite number >= 0")
+        for n in names:
+            shares[n] = shares.get(n, 0.0) + weight
+    if not any(shares.values()):
+        raise ValueError(f"name at least one format with a share above 0 ({', '.join(FORMATS)})")
+    return shares
 
 
 def _assign_formats(n: int, formats: dict[str, float] | None) -> list[str]:

@@ -122,10 +122,9 @@ def check_spec(spec: ModelSpec) -> None:
         storage.check_relative_path(spec.path)
     except storage.StorageError as exc:
         raise ValidationError(str(exc)) from exc
-    if spec.min_copies < 0 or spec.max_copies < 0:
-        raise ValidationError("copy counts must not be negative")
-    if spec.max_copies and spec.min_copies > spec.max_copies:
-        raise ValidationError("min copies must not exceed max copies")
+    from plane.admission import check_copies
+
+    check_copies(spec.min_copies, spec.max_copies)
 
 
 def record_for(spec: ModelSpec, *, load_now: bool, last_used_ms: int = 0) -> ModelRecord:

@@ -132,6 +132,9 @@ class MeshSettings(BaseSettings):
         default=None, description="Local copies of pulled model files (default: state_dir/disk-cache)."
     )
     disk_cache_bytes: Size = Field(default=2 * 1024**3, description="Bound of the local disk cache.")
+    pvc_root: pathlib.Path = Field(
+        default=pathlib.Path("/pvc_mounts"), description="Where pods find mounted PVCs: a pvc storage config "
+        "{'name': N} reads models from <pvc_root>/N (modelmesh-serving mounts each PVC at /pvc_mounts/<name>).")
     max_load_failures: int = Field(default=3, description="Load attempts on different pods before giving up.")
     failure_expiry_s: float = Field(default=900.0, description="A recorded load failure is forgotten after.")
     route_retries: int = Field(default=3, description="Retries of a request after a stale copy.")
@@ -157,6 +160,10 @@ class MeshSettings(BaseSettings):
     hop_timeout_s: float = Field(
         default=5.0, description="A request forwarded to a pod holding a copy that gets no answer within this is "
         "retried on another copy (or a fresh load), and that pod is avoided for a while.")
+    hop_port: int = Field(
+        default=0, description="Port (on host) where a pod takes inference its peers forward to it, as plain "
+        "length-prefixed frames rather than gRPC calls (plane/pod/hop.py; peers ask for it over gRPC). 0: any free "
+        "port; -1: off, forward over gRPC only. Off as well when the pods' gRPC uses TLS.")
     etcd_timeout_s: float = Field(default=2.0, description="A pod's etcd calls fail after this (etcd down: fail fast).")
     batch_max_size: int = Field(
         default=32, description="Adaptive batching: most rows run together for one model (1: off). Only models "

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from plane import kube
+from plane.cli.output import print_error
 from plane.settings import format_size, parse_size
 
 __all__ = ["add_commands", "run_install", "run_uninstall"]
@@ -84,7 +85,7 @@ def _fail(err: Any, message: str, code: int, as_json: bool) -> int:
     if as_json:
         print(json.dumps({"ok": False, "error": message}))
     else:
-        err.print(f"[red]error:[/] {message}", highlight=False)
+        print_error(message)
     return code
 
 

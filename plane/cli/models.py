@@ -10,7 +10,7 @@ from typing import Any
 from rich.table import Table
 
 from plane.cli.connect import client_for
-from plane.cli.output import EXIT_FAILED, EXIT_OK, CliError, ago, out, print_json
+from plane.cli.output import EXIT_FAILED, EXIT_OK, CliError, ago, out, print_json, print_warning
 from plane.settings import format_size
 
 __all__ = ["cmd_models_register", "cmd_models_list", "cmd_models_status", "cmd_models_unregister", "cmd_models_load",
@@ -31,7 +31,10 @@ def cmd_models_register(args: argparse.Namespace) -> int:
     with client_for(args) as client:
         rec = client.register_model(args.model_id, path=args.path, storage_key=args.storage, type=args.type,
                                     load_now=args.load_now, sync=args.sync, pinned=args.pin,
-                                    min_copies=args.min_copies, max_copies=args.max_copies)
+                                    min_copies=args.min_copies, max_copies=args.max_copies, require_storage=True)
+        warning = client.copy_floor_warning(args.min_copies)
+    if warning:
+        print_warning(warning)
     if args.json:
         print_json(_model_json(rec))
     else:
@@ -114,13 +117,28 @@ def cmd_models_unregister(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def failure_text(rec: Any) -> str:
+    """Why a model's loads failed, each distinct reason once."""
+    reasons = list(dict.fromkeys(f.message for _, f in sorted(rec.failed.items())))
+    return "; ".join(reasons) or "no reason recorded"
+
+
 def cmd_models_load(args: argparse.Namespace) -> int:
+    """Waits for the outcome (a failed load is exit 1 with its reason: the pod's answer to a
+    synchronous ensureLoaded); ``--no-wait`` returns once a pod has started the load."""
+    wait = args.wait or args.sync
     with client_for(args) as client:
-        rec = client.ensure_loaded(args.model_id, sync=args.sync)
+        rec = client.ensure_loaded(args.model_id, sync=wait, timeout=args.timeout)
+        live = {p.pod_id for p in client.pods()}
+    if rec.status() == "LOADING_FAILED":  # it has failed already: a load started now would fail the same way
+        raise CliError(f"{rec.model_id} failed to load: {failure_text(rec)}", EXIT_FAILED)
     if args.json:
-        print_json(_model_json(rec))
-    else:
-        out.print(f"{rec.model_id}: {rec.status()} on {', '.join(rec.loaded_on()) or '-'}")
+        print_json(_model_json(rec, live))
+        return EXIT_OK
+    where = [p for p in rec.loaded_on() if p in live] or [p for p in rec.loading_on() if p in live]
+    out.print(f"{rec.model_id}: {rec.status()}" + (f" on {', '.join(where)}" if where else
+                                                  f" (a pod is starting the load; `mesh models status "
+                                                  f"{rec.model_id}` follows it)"))
     return EXIT_OK
 
 
@@ -128,6 +146,9 @@ def cmd_models_policy(args: argparse.Namespace) -> int:
     with client_for(args) as client:
         rec = client.set_model_policy(args.model_id, pinned=args.pin, min_copies=args.min_copies,
                                       max_copies=args.max_copies)
+        warning = client.copy_floor_warning(rec.min_copies) if args.min_copies is not None else ""
+    if warning:
+        print_warning(warning)
     if args.json:
         print_json(_model_json(rec))
     else:

@@ -13,13 +13,15 @@ from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from plane.settings import format_age
 
 __all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_NO_PLANE", "CliError", "out", "err", "print_json",
-           "print_error", "ago", "plain_progress"]
+           "print_error", "print_warning", "ago", "plain_progress", "ERROR_PREFIX", "WARNING_PREFIX"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_PLANE = 0, 1, 2, 3
+ERROR_PREFIX, WARNING_PREFIX = "mesh: error:", "mesh: warning:"
 
 # Not a terminal (pipes, CI logs): a wide fixed width so ids are not cut.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
@@ -36,9 +38,15 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def print_error(exc: BaseException) -> None:
-    """How a failed command reports why, on stderr."""
-    err.print(f"[red]error:[/] {exc}")
+def print_error(exc: BaseException | str) -> None:
+    """How a failed command reports why, on stderr: ``mesh: error: ...``, argparse's own form
+    (:class:`plane.cli.parser.MeshParser` sends argparse's errors here too)."""
+    err.print(f"[red]{ERROR_PREFIX}[/] {escape(str(exc))}")
+
+
+def print_warning(message: str) -> None:
+    """Something the operator should know about a command that worked, on stderr."""
+    err.print(f"[yellow]{WARNING_PREFIX}[/] {escape(message)}")
 
 
 def ago(ms: int) -> str:

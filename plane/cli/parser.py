@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
-from plane.cli.demo import cmd_demo
+from plane.cli.demo import DEMO_DESCRIPTION, cmd_demo
 from plane.cli.events import cmd_events
 from plane.cli.models import (
     cmd_models_list,
@@ -36,7 +37,17 @@ from plane.cli.plane_cmds import (
 from plane.cli.storage import cmd_storage_list, cmd_storage_remove, cmd_storage_set, cmd_storage_test
 from plane.cli.vmodels import cmd_vmodels_delete, cmd_vmodels_list, cmd_vmodels_set
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "MeshParser"]
+
+
+class MeshParser(argparse.ArgumentParser):
+    """argparse with the one error form every ``mesh`` error has (``mesh: error: ...`` on
+    stderr, exit 2), whichever subcommand's parser found the mistake."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        print_error(f"{message} (see `{self.prog} --help`)")
+        sys.exit(EXIT_USAGE)
 
 
 def _common(p: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
@@ -48,7 +59,8 @@ def _common(p: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mesh", description="Multi-model serving plane for ONNX models.")
+    parser = MeshParser(prog="mesh", description="Multi-model serving plane: ONNX, scikit-learn, XGBoost and "
+                        "LightGBM models on runtime pods that share an etcd registry.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -74,9 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("demo", help="generate real ONNX demo models and register them")
+    p = sub.add_parser("demo", help="generate real demo models (ONNX; other formats with --formats) and "
+                                    "register them", description=DEMO_DESCRIPTION)
     _common(p)
     p.add_argument("--models", type=int, default=50, help="how many models (default 50)")
+    p.add_argument("--formats", metavar="FORMAT[=SHARE],...",
+                   help="mix model formats: onnx, sklearn, xgboost, lightgbm or all, each with an optional "
+                        "relative share, e.g. onnx,sklearn (half each) or onnx=0.5,sklearn=0.2,xgboost=0.15,"
+                        "lightgbm=0.15 (default: onnx only)")
     p.add_argument("--out", help="directory for the model files (default <state dir>/demo-models)")
     p.add_argument("--storage-key", default="default", help="storage key to register them under")
     p.add_argument("--seed", type=int, default=0)
@@ -93,12 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_id")
     p.add_argument("--path", required=True, help="file path inside the storage")
     p.add_argument("--storage", default="default", help="storage key (default 'default')")
-    p.add_argument("--type", default="onnx", help="model type (onnx)")
+    p.add_argument("--type", default="onnx", help="model type: onnx, sklearn, xgboost, lightgbm, or ModelMesh's "
+                                                  "mt:<format>[:<version>] / rt:<runtime> (default onnx)")
     p.add_argument("--load-now", action="store_true", help="load it right away")
     p.add_argument("--sync", action="store_true", help="with --load-now: wait until loaded")
     p.add_argument("--pin", action="store_true", help="never evict it")
-    p.add_argument("--min-copies", type=int, default=0)
-    p.add_argument("--max-copies", type=int, default=0)
+    p.add_argument("--min-copies", type=int, default=0, help="copies kept loaded even when idle (at most one a pod)")
+    p.add_argument("--max-copies", type=int, default=0, help="at most this many copies (0: no cap)")
     p.set_defaults(func=cmd_models_register)
     p = msub.add_parser("list", help="name, status, copies, size, last used")
     _common(p)
@@ -113,17 +131,20 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("model_id")
     p.set_defaults(func=cmd_models_unregister)
-    p = msub.add_parser("load", help="make sure a copy is loaded (ensureLoaded)")
+    p = msub.add_parser("load", help="make sure a copy is loaded (ensureLoaded): waits for the outcome")
     _common(p)
     p.add_argument("model_id")
-    p.add_argument("--sync", action="store_true", help="wait until loaded")
+    p.add_argument("--no-wait", dest="wait", action="store_false",
+                   help="return once a pod has started loading (exit 1 only if it has failed already)")
+    p.add_argument("--sync", action="store_true", help=argparse.SUPPRESS)  # the default now: kept for scripts
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait (default %(default)s)")
     p.set_defaults(func=cmd_models_load)
     p = msub.add_parser("policy", help="pin a model, set min/max copies")
     _common(p)
     p.add_argument("model_id")
-    p.add_argument("--pin", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--min-copies", type=int)
-    p.add_argument("--max-copies", type=int)
+    p.add_argument("--pin", action=argparse.BooleanOptionalAction, default=None, help="never evict it (or allow it)")
+    p.add_argument("--min-copies", type=int, help="copies kept loaded even when idle (at most one a pod)")
+    p.add_argument("--max-copies", type=int, help="at most this many copies (0: no cap)")
     p.set_defaults(func=cmd_models_policy)
 
     vmodels = sub.add_parser("vmodels", help="aliases that point at a model")
@@ -134,13 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("vmodel_id")
     p.add_argument("target", help="target model id")
     p.add_argument("--auto-delete", action="store_true", help="unregister the old model after the switch")
-    p.add_argument("--owner", default="")
-    p.add_argument("--sync", action="store_true", help="wait until the switch is done")
+    p.add_argument("--owner", default="", help="the vmodel's owner (ModelMesh's owner scoping)")
+    p.add_argument("--sync", action="store_true",
+                   help="wait until the switch is done; if the target fails to load, nothing is changed")
+    p.add_argument("--force", action="store_true",
+                   help="allow a vmodel id that is a registered model's id (the vmodel then takes its requests)")
     p.set_defaults(func=cmd_vmodels_set)
-    p = vsub.add_parser("list")
+    p = vsub.add_parser("list", help="vmodels with their active and target models")
     _common(p)
     p.set_defaults(func=cmd_vmodels_list)
-    p = vsub.add_parser("delete")
+    p = vsub.add_parser("delete", help="delete a vmodel (the models it named stay registered unless it owns them)")
     _common(p)
     p.add_argument("vmodel_id")
     p.set_defaults(func=cmd_vmodels_delete)
@@ -151,9 +175,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = ssub.add_parser("set", help="create or replace a storage config")
     _common(p)
     p.add_argument("key")
-    p.add_argument("--type", choices=["local", "s3", "http", "gcs", "azure", "pvc"])
+    p.add_argument("--type", choices=["local", "s3", "http", "https", "gcs", "azure", "pvc"])
     p.add_argument("--from-file", help="JSON in the storage-config secret format")
     p.add_argument("--path", help="local: the directory")
+    p.add_argument("--url", help="http: base URL; a model's path is appended to it")
+    p.add_argument("--header", action="append", metavar="'NAME: VALUE'", help="http: a request header (repeat; "
+                   "values are secrets, masked on output; prefer --header-env)")
+    p.add_argument("--header-env", action="append", metavar="NAME=VAR",
+                   help="http: header NAME with the value of this environment variable VAR (repeat)")
+    p.add_argument("--pvc-name", dest="pvc_name", help="pvc: the volume, mounted on the pods at "
+                   "<MESH_PVC_ROOT>/<name> (default /pvc_mounts/<name>)")
     p.add_argument("--endpoint-url", dest="endpoint_url", help="s3: e.g. http://127.0.0.1:9000")
     p.add_argument("--bucket", help="s3: default bucket")
     p.add_argument("--region")
@@ -167,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     sec.add_argument("--secret-from-pod-file", metavar="PATH",
                      help="store no secret: the pods read it from the file PATH (e.g. a mounted Secret)")
     p.set_defaults(func=cmd_storage_set)
-    p = ssub.add_parser("list")
+    p = ssub.add_parser("list", help="storage configs, secrets masked")
     _common(p)
     p.set_defaults(func=cmd_storage_list)
     p = ssub.add_parser("test", help="list what the storage holds, or say why it cannot")
@@ -175,9 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("key")
     p.add_argument("--path", help="prefix/path inside the storage")
     p.set_defaults(func=cmd_storage_test)
-    p = ssub.add_parser("remove")
+    p = ssub.add_parser("remove", help="remove a storage config (refused while models use it)")
     _common(p)
     p.add_argument("key")
+    p.add_argument("--force", action="store_true", help="remove it even though registered models use it")
     p.set_defaults(func=cmd_storage_remove)
 
     p = sub.add_parser("events", help="the event log: loads, evictions, failures")
@@ -218,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import grpc
+
     from plane.api import NotFound, ValidationError
     from plane.mgmt_client import ManagementError
     from plane.registry import EtcdUnavailable, RegistryError
@@ -246,8 +280,14 @@ def main(argv: list[str] | None = None) -> int:
     except EtcdUnavailable as exc:
         print_error(exc)
         code = EXIT_NO_PLANE
-    except (RegistryError, ManagementError) as exc:
+    except ManagementError as exc:  # a pod refused or failed it; bad input is the operator's to fix
         print_error(exc)
+        code = EXIT_USAGE if exc.code == grpc.StatusCode.INVALID_ARGUMENT else EXIT_FAILED
+    except RegistryError as exc:
+        print_error(exc)
+        code = EXIT_FAILED
+    except TimeoutError as exc:  # a registry call or a pod's answer did not come in time
+        print_error(f"timed out{': ' + str(exc) if str(exc) else ''}; `mesh status` shows whether the plane is up")
         code = EXIT_FAILED
     except KeyboardInterrupt:
         code = 130

@@ -15,7 +15,17 @@ from typing import Any
 from rich.table import Table
 
 from plane.cli.connect import client_for, settings_for
-from plane.cli.output import EXIT_FAILED, EXIT_NO_PLANE, EXIT_OK, CliError, err, out, plain_progress, print_json
+from plane.cli.output import (
+    EXIT_FAILED,
+    EXIT_NO_PLANE,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    out,
+    plain_progress,
+    print_error,
+    print_json,
+)
 from plane.settings import MeshSettings, format_size, parse_size
 
 __all__ = ["DEFAULT_PODS", "cmd_up", "cmd_down", "cmd_status", "cmd_certs", "cmd_pod", "cmd_probe", "cmd_dashboard",
@@ -35,6 +45,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"grpc_port": args.port})
     capacity = parse_size(args.capacity) if args.capacity else None
     pods = DEFAULT_PODS if args.pods is None else args.pods
+    if settings.etcd_endpoints() and local.status(settings.state_dir) is None:
+        client_for(args).close()  # pods on an etcd that does not answer would only wait for it, then fail
     try:
         if not settings.rest_port:  # `mesh up`: REST on ModelMesh's port and the next ones
             settings = settings.model_copy(update={"rest_port": local.REST_BASE_PORT})
@@ -89,6 +101,11 @@ def cmd_down(args: argparse.Namespace) -> int:
     from plane import local
 
     settings = settings_for(args)
+    recorded = local.LocalPlane.load(settings.state_dir)
+    if settings.etcd and recorded is not None and recorded.etcd_endpoint != settings.etcd:
+        raise CliError(f"the plane in {settings.state_dir} uses etcd {recorded.etcd_endpoint}, not {settings.etcd}: "
+                       "`mesh down` stops the plane `mesh up` started there (drop --etcd/MESH_ETCD to stop it)",
+                       EXIT_USAGE)
     t0 = time.monotonic()
     stopped = local.down(settings.state_dir, progress=plain_progress())
     if args.json:
@@ -96,7 +113,9 @@ def cmd_down(args: argparse.Namespace) -> int:
     elif stopped:
         out.print(f"plane stopped ({time.monotonic() - t0:.1f}s)")
     else:
-        out.print(f"no plane is running in {settings.state_dir}")
+        out.print(f"no plane is running in {settings.state_dir}"
+                  + (f" (`mesh down` stops only a plane `mesh up` started; etcd {settings.etcd} is not one)"
+                     if settings.etcd else ""))
     return EXIT_OK
 
 
@@ -300,10 +319,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
             else:
                 ok = stub.ServerReady(inference_pb2.ServerReadyRequest(), timeout=args.timeout).ready
     except grpc.RpcError as exc:
-        err.print(f"{args.what} probe of {endpoint} failed: {exc.code().name}")
+        print_error(f"{args.what} probe of {endpoint} failed: {exc.code().name}")
         return EXIT_FAILED
     if not ok:
-        err.print(f"pod at {endpoint} is not {args.what}")
+        print_error(f"pod at {endpoint} is not {args.what}")
     return EXIT_OK if ok else EXIT_FAILED
 
 

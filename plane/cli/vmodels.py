@@ -21,9 +21,18 @@ def _vmodel_json(v: Any) -> dict[str, Any]:
 
 
 def cmd_vmodels_set(args: argparse.Namespace) -> int:
+    from plane.mgmt_client import ManagementError
+
     with client_for(args) as client:
-        rec = client.set_vmodel(args.vmodel_id, args.target, auto_delete=args.auto_delete, owner=args.owner,
-                                sync=args.sync)
+        existed = client.get_vmodel(args.vmodel_id) is not None
+        try:
+            rec = client.set_vmodel(args.vmodel_id, args.target, auto_delete=args.auto_delete, owner=args.owner,
+                                    sync=args.sync, shadow_model=args.force)
+        except ManagementError as exc:
+            if not args.sync:
+                raise
+            kept = "kept as it was" if existed else "not created"
+            raise CliError(f"{exc} (vmodel {args.vmodel_id!r} {kept})", EXIT_FAILED) from exc
     if args.json:
         print_json(_vmodel_json(rec))
     else:
