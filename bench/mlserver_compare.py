@@ -21,17 +21,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import pathlib
-import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
+import harness  # noqa: E402
 from harness import (  # noqa: E402
     BENCH_DIR,
     bare_server_process,
@@ -42,7 +40,7 @@ from harness import (  # noqa: E402
     table,
 )
 
-from plane import demo, local  # noqa: E402
+from plane import demo  # noqa: E402
 from plane.api import PlaneClient  # noqa: E402
 
 RUNTIME_DIR = BENCH_DIR / "mlserver_runtime"
@@ -52,121 +50,25 @@ MLSERVER_PACKAGES = ["mlserver", "onnxruntime", "numpy", "uvloop<0.22"]
 
 
 def cache_dir() -> pathlib.Path:
-    return pathlib.Path(os.environ.get("MESH_BENCH_CACHE") or pathlib.Path.home() / ".cache" / "mesh-plane-bench")
+    return harness.cache_dir()
 
 
 def ensure_mlserver() -> tuple[pathlib.Path | None, str]:
     """Return (path of the ``mlserver`` executable, "") or (None, why it could not be installed)."""
-    venv = cache_dir() / "mlserver-venv"
-    exe = venv / "bin" / "mlserver"
-    py = venv / "bin" / "python"
-    marker = venv / "mesh-bench-packages.txt"
-    spec = " ".join(MLSERVER_PACKAGES)
-    if exe.exists() and marker.exists() and marker.read_text() == spec and subprocess.run(
-            [str(py), "-c", "import mlserver, onnxruntime"], capture_output=True).returncode == 0:
-        return exe, ""
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    log = venv.parent / "mlserver-install.log"
-    print(f"installing MLServer into {venv} (log: {log}) ...", file=sys.stderr)
-    with open(log, "w") as out:
-        steps = [[sys.executable, "-m", "venv", str(venv)]]
-        uv = shutil.which("uv") or (pathlib.Path(sys.executable).parent / "uv")
-        if uv and pathlib.Path(uv).exists():
-            steps.append([str(uv), "pip", "install", "--python", str(py), *MLSERVER_PACKAGES])
-        else:
-            steps.append([str(py), "-m", "pip", "install", "-q", *MLSERVER_PACKAGES])
-        for step in steps:
-            rc = subprocess.run(step, stdout=out, stderr=subprocess.STDOUT).returncode
-            if rc != 0:
-                tail = log.read_text(errors="replace").strip().splitlines()[-3:]
-                return None, f"`{' '.join(step[:4])} ...` exited {rc}: {' / '.join(tail)}"
-    if not exe.exists():
-        return None, f"pip installed no `mlserver` executable in {venv}"
-    marker.write_text(spec)
-    return exe, ""
+    return harness.ensure_venv("mlserver-venv", MLSERVER_PACKAGES, "import mlserver, onnxruntime", exe="mlserver")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its live children (MLServer's inference workers)."""
-    import psutil
-
-    total = 0.0
-    try:
-        proc = psutil.Process(pid)
-        for p in [proc, *proc.children(recursive=True)]:
-            with contextlib.suppress(psutil.Error):
-                t = p.cpu_times()
-                total += t.user + t.system
-    except psutil.Error:
-        pass
-    return total
+cpu_seconds = harness.cpu_seconds
 
 
 @contextlib.contextmanager
 def mlserver_server(exe: pathlib.Path, model_path: pathlib.Path, name: str, *,
                     workers: int) -> Iterator[tuple[str, int]]:
     """MLServer serving ``model_path`` as ``name`` with the custom onnxruntime runtime."""
-    with tempfile.TemporaryDirectory(prefix="mesh-bench-mlserver-") as tmp:
-        repo = pathlib.Path(tmp)
-        grpc_port = local.free_port()
-        settings = {
-            "host": "127.0.0.1",
-            "grpc_port": grpc_port,
-            "http_port": local.free_port(),
-            "metrics_port": local.free_port(),
-            "parallel_workers": workers,
-            "debug": False,
-            "load_models_at_startup": True,
-        }
-        (repo / "settings.json").write_text(json.dumps(settings))
-        (repo / name).mkdir()
-        (repo / name / "model-settings.json").write_text(json.dumps({
-            "name": name,
-            "implementation": "onnx_runtime.OnnxRuntime",
-            "parameters": {"uri": str(model_path.resolve())},
-        }))
-        env = dict(os.environ)
-        env["PYTHONPATH"] = str(RUNTIME_DIR)
-        env.pop("VIRTUAL_ENV", None)
-        log = open(repo / "mlserver.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen([str(exe), "start", str(repo)], cwd=repo, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        endpoint = f"127.0.0.1:{grpc_port}"
-        try:
-            try:
-                local.wait_for_port("127.0.0.1", grpc_port, 90, proc)
-                _wait_model_ready(endpoint, name, proc)
-            except Exception:
-                log.flush()
-                print((repo / "mlserver.log").read_text(errors="replace")[-3000:], file=sys.stderr)
-                raise
-            yield endpoint, proc.pid
-        finally:
-            import psutil
-
-            try:
-                workers = psutil.Process(proc.pid).children(recursive=True)
-            except psutil.Error:
-                workers = []
-            local.stop_process(proc, timeout=10)
-            for w in workers:  # inference workers left behind by a killed parent
-                with contextlib.suppress(psutil.Error):
-                    w.kill()
-            log.close()
-
-
-def _wait_model_ready(endpoint: str, name: str, proc: subprocess.Popen, timeout: float = 90) -> None:
-    import tritonclient.grpc as tc
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server at {endpoint} exited with code {proc.returncode}")
-        with contextlib.suppress(Exception):
-            if tc.InferenceServerClient(endpoint).is_model_ready(name):
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"MLServer model {name} not ready at {endpoint}")
+    settings = {"implementation": "onnx_runtime.OnnxRuntime", "parameters": {"uri": str(model_path.resolve())}}
+    with harness.mlserver_process(exe, {name: settings}, workers=workers, pythonpath=[RUNTIME_DIR],
+                                  timeout=90) as server:
+        yield server.grpc_endpoint, server.pid
 
 
 def fmt_lat(p50: list[float], p99: list[float]) -> str:
