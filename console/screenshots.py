@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import pathlib
 import tempfile
 import time
@@ -65,8 +64,10 @@ def prepare_plane(state_dir: pathlib.Path) -> tuple[MeshSettings, PlaneClient, l
     log(f"sent {report.requests} requests in {report.seconds:.1f}s, {report.errors} errors")
     demo.make_corrupt_model(models_dir / BROKEN / "model.onnx")
     client.register_model(BROKEN, path=f"{BROKEN}/model.onnx")
-    with contextlib.suppress(Exception):  # this load fails on purpose
+    try:
         client.ensure_loaded(BROKEN, sync=True, timeout=30)
+    except Exception as exc:  # noqa: BLE001 - this load fails on purpose; say how
+        log(f"{BROKEN} failed to load, as meant: {exc}")
     client.set_vmodel("digits", generated[0].model_id, owner="team-vision", sync=True)
     evictions = sum(1 for e in client.events(limit=0) if e.kind == "evict")
     log(f"{len(client.events(limit=0))} events in the log, {evictions} evictions")
@@ -85,8 +86,10 @@ def _lit_cells(screen: PlacementScreen) -> list[tuple[str, str]]:
 
 async def _fail_again(app: MeshConsole, client: PlaneClient) -> None:
     """Ask for the corrupt model once more: its failed loads are then the newest events."""
-    with contextlib.suppress(Exception):
+    try:
         await asyncio.to_thread(client.ensure_loaded, BROKEN, sync=True, timeout=30)
+    except Exception as exc:  # noqa: BLE001 - this load fails on purpose; say how
+        log(f"{BROKEN} failed to load again, as meant: {exc}")
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and not any(
             e.kind == "load-failed" for e in list(app.state.events.values())[-3:]):

@@ -3,18 +3,22 @@
 Pure functions over plain records (a registry snapshot), so they are unit-tested and can be
 replayed against a trace without servers. The order of preference follows ModelMesh:
 not shutting down, not full, (when all are full) the oldest least-recently-used copy,
-fewer models, more free space, idle loading slots — then random among near-equals.
+fewer models, more free space, idle loading slots — then random among near-equals, or, for a
+request's load (``tie=model_id``), by a hash of the model and pod ids (rendezvous hashing): pods
+whose views agree pick the same loader for a model without asking each other, which matters
+because a copy is answered from before the registry hears of it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Iterable, Mapping
 
 from plane.records import InstanceRecord
 
 __all__ = ["choose_pod_for_load", "choose_copy", "rank_pods_for_load", "predict_size", "NEAR_EQUAL_FREE_FRACTION",
-           "SESSION_OVERHEAD_BYTES"]
+           "SESSION_OVERHEAD_BYTES", "rendezvous"]
 
 # Measured (bench/model_sizes.py, mallinfo2): the 50 demo models hold 67-200 KiB each, most of it
 # per-session overhead; the 100-tree forest holds 1.7x its file. A load reserves this prediction
@@ -54,14 +58,23 @@ def rank_pods_for_load(
     size: int,
     exclude: Iterable[str] = (),
     rng: random.Random | None = None,
+    tie: str | None = None,
 ) -> list[InstanceRecord]:
-    """Candidate pods, best first. Ties (same key) are shuffled."""
-    rng = rng or _RNG
+    """Candidate pods, best first. Ties (same key) are shuffled, or ordered by
+    :func:`rendezvous` of ``tie`` and the pod id when ``tie`` is given."""
     excluded = set(exclude)
     candidates = [p for p in pods if p.pod_id not in excluded]
-    rng.shuffle(candidates)
+    if tie is not None:
+        candidates.sort(key=lambda p: (_sort_key(p, size), rendezvous(tie, p.pod_id)))
+        return candidates
+    (rng or _RNG).shuffle(candidates)
     candidates.sort(key=lambda p: _sort_key(p, size))  # stable: shuffled order breaks ties
     return candidates
+
+
+def rendezvous(key: str, pod_id: str) -> int:
+    """A stable pseudo-random rank of ``pod_id`` for ``key`` (the same on every pod and run)."""
+    return int.from_bytes(hashlib.blake2b(f"{key}\0{pod_id}".encode(), digest_size=8).digest(), "big")
 
 
 def choose_pod_for_load(
@@ -70,9 +83,10 @@ def choose_pod_for_load(
     size: int,
     exclude: Iterable[str] = (),
     rng: random.Random | None = None,
+    tie: str | None = None,
 ) -> InstanceRecord | None:
     """The pod that should load a model of ``size`` predicted bytes, or None if none can."""
-    ranked = rank_pods_for_load(pods, size=size, exclude=exclude, rng=rng)
+    ranked = rank_pods_for_load(pods, size=size, exclude=exclude, rng=rng, tie=tie)
     ranked = [p for p in ranked if not p.shutting_down and p.capacity >= size]
     return ranked[0] if ranked else None
 

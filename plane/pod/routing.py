@@ -29,6 +29,7 @@ from plane.records import FailureInfo, ModelRecord, now_ms
 __all__ = ["Router", "SUSPECT_S", "peek_model_name", "parse_infer_request"]
 
 SUSPECT_S = 10.0  # a holder that timed out is avoided this long (or until it answers again)
+LOADER_HINT_S = 5.0  # a pod that just answered a miss by loading gets this model's next misses this long
 _NO_CALL = Call()
 
 
@@ -242,7 +243,9 @@ class Router:
             self.suspects.pop(target, None)
             if not holders:
                 self.metrics.cache_miss((time.perf_counter() - t_miss) * 1000)
-                self._pending_loader.pop(model_id, None)
+                # The loader answers before the registry (and so this pod's view) hears of its
+                # copy: keep sending this model's misses there until the view catches up.
+                self._pending_loader[model_id] = (target, time.monotonic() + LOADER_HINT_S)
             return response
         assert last_error is not None
         raise last_error
@@ -282,10 +285,12 @@ class Router:
         if self.pod_id not in self.view.instances and not self.shutting_down():
             pods.append(self.membership.record())
         never = {p.pod_id for p in pods if p.pod_id in failures and failures[p.pod_id].excludes(p.capacity)}
-        choice = placement.choose_pod_for_load(pods, size=size, exclude=exclude | set(failures) | never)
+        # tie=model id: pods whose views agree choose the same loader (placement.rendezvous)
+        choice = placement.choose_pod_for_load(pods, size=size, exclude=exclude | set(failures) | never,
+                                               tie=rec.model_id)
         if choice is None and set(failures) - exclude - never:
             # every pod failed once for another reason: try again on one of them rather than give up
-            choice = placement.choose_pod_for_load(pods, size=size, exclude=exclude | never)
+            choice = placement.choose_pod_for_load(pods, size=size, exclude=exclude | never, tie=rec.model_id)
         return choice.pod_id if choice else None
 
     async def ensure_loaded_anywhere(self, model_id: str, *, hop: bool = False,

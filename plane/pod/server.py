@@ -200,6 +200,7 @@ class Pod:
 
             self.rest = await start_rest(self, self.settings.host, self.settings.rest_port,
                                          ssl_context=rest_ssl_context(self.settings))
+            await self.membership.publish()  # the record joined with no REST port: name it now
         self._loop("keepalive", self.membership.keepalive_loop)
         self._loop("publish", self.membership.publish_loop)
         self._loop("usage", lambda: self.usage.loop(self.settings.usage_flush_s))

@@ -67,3 +67,17 @@ def test_choose_copy_prefers_local_then_fewest_in_flight():
     assert choose_copy(["a", "b"], {"a": 5, "b": 0}, prefer="a") == "a"
     assert choose_copy(["a", "b"], {"a": 5, "b": 0}, prefer="z") == "b"
     assert choose_copy([], {}) is None
+
+
+def test_pods_with_the_same_view_choose_the_same_loader_for_a_model():
+    """A request's load breaks ties by the model id, so every pod picks the same one."""
+    pods = [pod(p) for p in ("pod-0", "pod-1", "pod-2", "pod-3")]
+    for model in ("m1", "m2", "m3", "m4", "m5"):
+        picks = {choose_pod_for_load(random.sample(pods, len(pods)), size=MiB, tie=model).pod_id for _ in range(20)}
+        assert len(picks) == 1, (model, picks)
+    # ... and different models still spread over the pods
+    spread = {choose_pod_for_load(pods, size=MiB, tie=f"model-{i}").pod_id for i in range(40)}
+    assert spread == {"pod-0", "pod-1", "pod-2", "pod-3"}
+    # the preference order still comes first: a fuller pod loses whatever the hash says
+    full = [pod("pod-0", used=90 * MiB), pod("pod-1")]
+    assert all(choose_pod_for_load(full, size=MiB, tie=f"model-{i}").pod_id == "pod-1" for i in range(20))

@@ -86,7 +86,8 @@ def test_model_metadata_comes_from_the_onnx_graph(plane_client, model_dir, endpo
     assert md.inputs[0].datatype == "FP32"
     assert list(md.inputs[0].shape)[1] == sample_input(dataset).shape[1]
     assert {o.name for o in md.outputs} == {"label", "probabilities"}
-    assert tc.InferenceServerClient(endpoints[2]).is_model_ready(model_id)
+    # the copy is in the registry, and so in every pod's view, right after the first answer
+    wait_for(lambda: tc.InferenceServerClient(endpoints[2]).is_model_ready(model_id), 10, "ready on another pod")
 
 
 def test_typed_inputs_and_requested_output_filtering(plane_client, model_dir, endpoints):

@@ -66,7 +66,8 @@ def test_ready_only_after_registration_and_false_while_draining(etcd_endpoint, r
                 x.inputs.add(name="input", datatype="FP32", shape=[1, 64])
                 x.raw_input_contents.append(b"\0" * 256)
                 stub.ModelInfer(x, metadata=pin_metadata(), timeout=60)
-                assert all(client.get_model(m).loaded_on() == [pod_id] for m in models)
+                wait_for(lambda: all(client.get_model(m).loaded_on() == [pod_id] for m in models), 10,
+                         "both copies in the registry")
                 assert poll_ready(stub) is True
 
                 os.kill(proc.pid, signal.SIGTERM)
