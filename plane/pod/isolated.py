@@ -133,7 +133,7 @@ class IsolatedRunner:
     def _child(self) -> subprocess.Popen[bytes]:
         if self._proc is not None:
             status = self._proc.poll()
-            if status is None:
+            if status is None and not _dying(self._proc.pid):
                 return self._proc
             self.failures += 1
             log.warning("the isolated-run child exited between requests (status %s); starting a new one", status)
@@ -166,6 +166,18 @@ class IsolatedRunner:
 
     def close(self) -> None:
         self._stop_child()
+
+
+def _dying(pid: int) -> bool:
+    """Killed but not yet reapable: the kernel shows the process as a zombie while its other
+    threads still exit, and ``waitpid`` says nothing until they have (Linux's /proc; elsewhere
+    False)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rpartition(b")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state in (b"Z", b"X")
 
 
 # --- the child ---------------------------------------------------------------------------------
