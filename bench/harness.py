@@ -288,17 +288,23 @@ def mlserver_process(exe: pathlib.Path, models: dict[str, dict], *, workers: int
                 raise
             yield MLServerProcess(endpoint, http_port, proc.pid, repo, not_ready)
         finally:
-            import psutil
-
-            try:
-                children = psutil.Process(proc.pid).children(recursive=True)
-            except psutil.Error:
-                children = []
-            local.stop_process(proc, timeout=10)
-            for child in children:  # inference workers left behind by a killed parent
-                with contextlib.suppress(psutil.Error):
-                    child.kill()
+            stop_process_tree(proc)
             log.close()
+
+
+def stop_process_tree(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """Stop a server and then any process it started (MLServer's inference workers outlive a
+    killed parent)."""
+    import psutil
+
+    try:
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.Error:
+        children = []
+    local.stop_process(proc, timeout=timeout)
+    for child in children:
+        with contextlib.suppress(psutil.Error):  # already gone with its parent
+            child.kill()
 
 
 def _wait_model_ready(endpoint: str, name: str, proc: subprocess.Popen, timeout: float = 90) -> None:

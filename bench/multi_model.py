@@ -67,7 +67,7 @@ BENCH_DIR = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
 import traces  # noqa: E402
-from harness import _wait_ready, embedded_plane, machine_line, table  # noqa: E402
+from harness import _wait_ready, embedded_plane, machine_line, stop_process_tree, table  # noqa: E402
 from mlserver_compare import RUNTIME_DIR, cache_dir, cpu_seconds, ensure_mlserver  # noqa: E402
 
 from plane import demo, local, stats  # noqa: E402
@@ -637,7 +637,6 @@ def run_ray(driver: Driver, py, models_dir, seqs, k: int, args) -> list[Result]:
 def mlserver_repo(exe: pathlib.Path, models_dir: pathlib.Path, models: list[demo.DemoModel], *,
                   workers: int) -> Iterator[tuple[str, str, int]]:
     """MLServer over a repository of every model, none loaded at start: (gRPC endpoint, HTTP base, pid)."""
-    import psutil
 
     with tempfile.TemporaryDirectory(prefix="mesh-bench-mlserver-") as tmp:
         repo = pathlib.Path(tmp)
@@ -668,14 +667,7 @@ def mlserver_repo(exe: pathlib.Path, models_dir: pathlib.Path, models: list[demo
                 raise
             yield f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{http_port}", proc.pid
         finally:
-            try:
-                children = psutil.Process(proc.pid).children(recursive=True)
-            except psutil.Error:
-                children = []
-            local.stop_process(proc, timeout=10)
-            for c in children:  # inference workers left behind by a killed parent
-                with contextlib.suppress(psutil.Error):
-                    c.kill()
+            stop_process_tree(proc)
             log.close()
 
 

@@ -50,6 +50,14 @@ def _text(key: str, value: Any) -> str:
     return str(value)
 
 
+def _read_model_header(call: Call, key: str, value: Any) -> None:
+    """mm-model-id / mm-vmodel-id (or their -bin forms) into the call; other headers are not read."""
+    if key == "mm-model-id" or key == "mm-model-id-bin":
+        call.model_id = _text(key, value)
+    elif key == "mm-vmodel-id" or key == "mm-vmodel-id-bin":
+        call.vmodel_id = _text(key, value)
+
+
 class CallReader:
     """Reads calls against the plane's peer token (``token()`` is None until the pod knows it)."""
 
@@ -74,10 +82,7 @@ class CallReader:
                     token = value
                 continue  # never passed on as the client sent it
             forward.append((key, value))
-            if key == "mm-model-id" or key == "mm-model-id-bin":
-                call.model_id = _text(key, value)
-            elif key == "mm-vmodel-id" or key == "mm-vmodel-id-bin":
-                call.vmodel_id = _text(key, value)
+            _read_model_header(call, key, value)
         call.forward = tuple(forward)
         if token is not None:
             mine = self.token()
@@ -97,10 +102,7 @@ class CallReader:
             if not key.startswith("mm-") or key.startswith(INTERNAL_PREFIX):
                 continue
             forward.append((key, value))
-            if key == "mm-model-id" or key == "mm-model-id-bin":
-                call.model_id = _text(key, value)
-            elif key == "mm-vmodel-id" or key == "mm-vmodel-id-bin":
-                call.vmodel_id = _text(key, value)
+            _read_model_header(call, key, value)
         call.forward = tuple(forward)
         return call
 
