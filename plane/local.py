@@ -284,15 +284,29 @@ def _start(settings: MeshSettings, pods: int, capacity: int | None, tls: bool, r
     try:
         port = settings.grpc_port
         rest_port = settings.rest_port  # consecutive from it; 0: any free port (library callers, tests)
+        # Ports handed to pods started a moment ago are not bound yet, so a free-port check alone
+        # would give them out twice (pod-0's REST port as pod-1's gRPC port).
+        taken: set[int] = set()
+
+        def unused(p: int) -> bool:
+            return p not in taken and port_is_free(p, settings.host)
+
         for i in range(pods):
-            while not port_is_free(port, settings.host):
+            while not unused(port):
                 port += 1
+            taken.add(port)
             if settings.rest_port:
-                while not port_is_free(rest_port, settings.host) or rest_port == port:
+                while not unused(rest_port):
                     rest_port += 1
             else:
                 rest_port = free_port(settings.host)
+                while rest_port in taken:
+                    rest_port = free_port(settings.host)
+            taken.add(rest_port)
             metrics_port = free_port(settings.host)
+            while metrics_port in taken:
+                metrics_port = free_port(settings.host)
+            taken.add(metrics_port)
             pod_id = f"pod-{i}"
             log_path = state_dir / "logs" / f"{pod_id}.log"
             proc = start_pod(settings, port=port, metrics_port=metrics_port, pod_id=pod_id, log_path=log_path,

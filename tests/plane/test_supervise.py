@@ -306,3 +306,19 @@ def test_old_records_load_and_reused_pids_are_left_alone(tmp_path):
         assert local.inspect(tmp_path).state == "healthy"  # type: ignore[union-attr]
         assert local.down(tmp_path)
         assert other.wait(10) is not None
+
+
+@pytest.mark.slow
+def test_up_never_hands_one_port_to_two_pods(tmp_path):
+    """The REST ports start right after the gRPC ones: pod-0's REST port is the one pod-1's gRPC
+    port would take. Ports given to pods still starting (not yet bound) count as taken."""
+    state = tmp_path / "state"
+    base = local.free_port()
+    settings = MeshSettings(state_dir=state, grpc_port=base, rest_port=base + 1, capacity=CAPACITY, lease_ttl_s=2)
+    try:
+        lp = local.up(settings, pods=3)
+        ports = [p for pod in lp.pods for p in (pod.port, pod.rest_port, pod.metrics_port)]
+        assert len(ports) == len(set(ports)) == 9, ports
+        assert all(local.pid_alive(pod.pid) for pod in lp.pods)
+    finally:
+        local.down(state)
